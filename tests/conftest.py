@@ -1,0 +1,31 @@
+"""Shared fixtures: real photographs bundled with scikit-image, realistic blur kernels. No downloads."""
+import numpy as np
+import pytest
+import skimage.data
+import skimage.transform
+import torch
+
+import jude_arch  # noqa: F401  (shims + registration before anything imports basicsr)
+from jude_arch.data.blur_kernels import camera_shake_kernel
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def load_photo(name='astronaut', size=256):
+    """A scikit-image sample photo as a 1×3×size×size float64 tensor in [0, 1]."""
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    img = skimage.transform.resize(img[..., :3], (size, size), anti_aliasing=True)
+    return torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+
+
+@pytest.fixture
+def photo():
+    return load_photo()
+
+
+@pytest.fixture
+def shake_kernel():
+    """A 15×15 camera-shake kernel (1×1×15×15, float64) from a fixed seed."""
+    return torch.from_numpy(camera_shake_kernel(15, np.random.default_rng(3)))[None, None]
