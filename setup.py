@@ -38,6 +38,7 @@ setup(
         'setuptools; python_version >= "3.12"',
     ],
     extras_require={'test': ['pytest>=7']},
+    entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main']},
     classifiers=[
         'Programming Language :: Python :: 3',
         'License :: OSI Approved :: Apache Software License',

@@ -6,6 +6,6 @@ from .compat import apply_import_shims
 
 apply_import_shims()
 
-from . import archs  # noqa: E402,F401  (registers JUDE in ARCH_REGISTRY)
+from . import archs, data, losses, models  # noqa: E402,F401  (importing registers the classes)
 
 __version__ = '0.1.0'

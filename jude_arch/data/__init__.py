@@ -1,0 +1,1 @@
+"""LOL-Blur data for BasicSR: blur kernels, synthesis, LMDB packing and the registered dataset."""

@@ -1,0 +1,1 @@
+"""JUDE's training loss (MAE + FFT), registered in BasicSR's LOSS_REGISTRY."""

@@ -1,0 +1,1 @@
+"""JUDE's training model, registered in BasicSR's MODEL_REGISTRY."""
