@@ -1,21 +1,95 @@
 """Shims that let BasicSR 1.4.2 run on today's torch and on machines without CUDA (BASICSR_NOTES).
 
-`apply_import_shims` must run before anything imports basicsr; `jude_arch/__init__.py` calls it first.
+`apply_import_shims` must run before anything imports basicsr; `jude_arch/__init__.py` calls it first (and the
+`jude_basicsr_hook` does when basicsr is imported on its own). `apply_runtime_shims` patches three BasicSR
+functions that assume CUDA; `import jude_arch` applies it, so `jude_arch/train.py`, `jude_arch/test.py` and,
+through the hook, `python -m basicsr.train` all get the fixes.
 """
-import sys
+import os
+
+import torch
+import torch.distributed as dist
+from jude_basicsr_hook import apply_import_shims
+
+__all__ = ['apply_import_shims', 'apply_runtime_shims', 'dist_backend', 'load_resume_state']
 
 
-def apply_import_shims():
-    """Make `import basicsr` work with torchvision ≥ 0.17.
+def dist_backend():
+    """NCCL when CUDA is present, gloo otherwise (BasicSR hard-codes NCCL)."""
+    return 'nccl' if torch.cuda.is_available() else 'gloo'
 
-    basicsr/data/degradations.py imports `torchvision.transforms.functional_tensor`, a module torchvision
-    removed; its function lives on in `torchvision.transforms.functional` under the same name.
+
+def _init_dist_pytorch(backend=None, **kwargs):
+    """torchrun / `--launcher pytorch`: device from LOCAL_RANK (BasicSR uses RANK, wrong on multi-node, and
+    divides by the GPU count, which is 0 on CPU); gloo without CUDA. The `backend` BasicSR passes ('nccl') is
+    replaced by the one that fits the machine."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    dist.init_process_group(backend=dist_backend(), **kwargs)
+
+
+def _init_dist_slurm(backend=None, port=None):
+    """slurm / `--launcher slurm`: BasicSR's own setup with the backend chosen by the machine and the CUDA
+    calls skipped on CPU nodes."""
+    import subprocess
+
+    proc_id = int(os.environ['SLURM_PROCID'])
+    num_gpus = torch.cuda.device_count()
+    local_rank = int(os.environ.get('SLURM_LOCALID', proc_id % max(num_gpus, 1)))
+    if num_gpus:
+        torch.cuda.set_device(local_rank % num_gpus)
+    node_list = os.environ['SLURM_NODELIST']
+    os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+    if port is not None:
+        os.environ['MASTER_PORT'] = str(port)
+    os.environ.setdefault('MASTER_PORT', '29500')
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['LOCAL_RANK'] = str(local_rank)
+    os.environ['RANK'] = str(proc_id)
+    dist.init_process_group(backend=dist_backend())
+
+
+def load_resume_state(opt):
+    """BasicSR's `load_resume_state` that also works without CUDA.
+
+    With `--auto_resume` it takes the newest `<iter>.state` in experiments/<name>/training_states under the
+    run's root (the working directory for our entry points); otherwise `path.resume_state` when set. Tensors
+    are mapped to this process's GPU, or to the CPU when there is none.
+
+    Args:
+        opt (dict): parsed options (BasicSR's parse_options); `path.resume_state` is filled in on auto-resume.
+
+    Returns:
+        dict | None: the training state, or None when starting fresh.
     """
-    name = 'torchvision.transforms.functional_tensor'
-    if name in sys.modules:
-        return
-    try:
-        __import__(name)
-    except ImportError:
-        import torchvision.transforms.functional as functional
-        sys.modules[name] = functional
+    from basicsr.utils import check_resume, scandir
+
+    path = None
+    if opt['auto_resume']:
+        state_dir = opt['path']['training_states']
+        if os.path.isdir(state_dir):
+            iters = [int(name[:-len('.state')]) for name in scandir(state_dir, suffix='.state', recursive=False)
+                     if name[:-len('.state')].isdigit()]
+            if iters:
+                path = os.path.join(state_dir, f'{max(iters)}.state')
+                opt['path']['resume_state'] = path
+    elif opt['path'].get('resume_state'):
+        path = opt['path']['resume_state']
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'resume_state {path} does not exist: fix path.resume_state or use --auto_resume')
+    device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
+    state = torch.load(path, map_location=device, weights_only=True)
+    check_resume(opt, state['iter'])
+    return state
+
+
+def apply_runtime_shims():
+    """Patch BasicSR's distributed init and resume loader (BASICSR_NOTES shims 2 and 3)."""
+    import basicsr.train
+    from basicsr.utils import dist_util
+
+    dist_util._init_dist_pytorch = _init_dist_pytorch
+    dist_util._init_dist_slurm = _init_dist_slurm
+    basicsr.train.load_resume_state = load_resume_state
