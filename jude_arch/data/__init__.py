@@ -1,1 +1,9 @@
-"""LOL-Blur data for BasicSR: blur kernels, synthesis, LMDB packing and the registered dataset."""
+"""LOL-Blur data for BasicSR: blur kernels, synthesis, LMDB packing and the registered dataset.
+
+- `blur_kernels`: random camera-shake kernels.
+- `synthesis`: LOL-Blur-style pairs from sharp photos (`datasets_prep/synthesize_lolblur.py`).
+- `lolblur_lmdb`: LOL-Blur folders → BasicSR LMDBs (`datasets_prep/prepare_lolblur.py`).
+- `lolblur_dataset`: `LOLBlurDataset` (DATASET_REGISTRY), with phase-3 noise.
+- `lolblur_layout`, `image_io`, `parallel`: the folder layout and keys, strict image reading, worker pools.
+"""
+from .lolblur_dataset import LOLBlurDataset, add_lq_noise  # noqa: F401  (importing registers the dataset)

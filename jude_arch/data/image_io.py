@@ -1,0 +1,94 @@
+"""Strict image reading for data preparation: a damaged file is an error, never a silently partial image.
+
+OpenCV is the decoder (BasicSR's, and it keeps 16-bit and greyscale files as they are), but how it treats a
+damaged file depends on its version and the format: older builds return the decoded part of a truncated
+file, and libpng prints its complaints straight to stderr. So every file is first checked by Pillow, which
+raises a Python exception for a truncated or corrupted file: for PNG a chunk-level check (every CRC, and
+the chunk sequence complete up to IEND, without inflating the pixels); for other formats a full decode.
+"""
+import io
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_BYTES_PER_SAMPLE = {'I;16': 2, 'I;16B': 2, 'I;16L': 2, 'I': 4, 'F': 4}
+
+
+class ImageDataError(ValueError):
+    """A data file or folder that cannot be used; the message names it and says what is wrong."""
+
+
+def is_image_file(path):
+    """Whether `path` has one of the image extensions this package reads (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(data, name):
+    """Decode an encoded image completely or fail.
+
+    Args:
+        data (bytes): the encoded file.
+        name (str | Path): the file's name, used in error messages.
+
+    Returns:
+        numpy.ndarray: H×W or H×W×C array as OpenCV reads it with IMREAD_UNCHANGED (BGR/BGRA order,
+        uint8 or uint16).
+
+    Raises:
+        ImageDataError: the file is not an image, is truncated or is corrupted.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if data.startswith(_PNG_SIGNATURE):
+                image.verify()
+            else:
+                image.load()
+    except Exception as error:  # Pillow signals bad data with several exception types
+        raise ImageDataError(f'{name}: not a readable image ({error}); re-copy or re-download it') from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageDataError(f'{name}: OpenCV cannot decode this image; re-copy or re-download it')
+    return image
+
+
+def read_image(path):
+    """Read and strictly decode an image file (see `decode_image`).
+
+    Args:
+        path (str | Path): image file.
+
+    Returns:
+        numpy.ndarray: the decoded image (OpenCV layout).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ImageDataError(f'{path}: cannot be read ({error.strerror})') from None
+    return decode_image(data, path)
+
+
+def image_header(path):
+    """Size and sample depth of an image from its header, without decoding the pixels.
+
+    Args:
+        path (str | Path): image file.
+
+    Returns:
+        tuple[int, int, int]: (width, height, bytes per sample).
+    """
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(25)
+        # PNG's IHDR is read directly: Pillow reports 16-bit RGB PNGs as 8-bit 'RGB'.
+        if len(head) == 25 and head.startswith(_PNG_SIGNATURE) and head[12:16] == b'IHDR':
+            width, height = struct.unpack('>II', head[16:24])
+            return width, height, 2 if head[24] == 16 else 1
+        with Image.open(path) as image:
+            return (*image.size, _BYTES_PER_SAMPLE.get(image.mode, 1))
+    except OSError as error:  # includes Pillow's UnidentifiedImageError
+        raise ImageDataError(f'{path}: not a readable image ({error}); re-copy or re-download it') from None
