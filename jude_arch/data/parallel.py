@@ -6,8 +6,10 @@ import signal
 
 def _init_worker(initializer):
     # Ctrl-C reaches every process of the terminal's group: the parent handles it (it cleans up and stops
-    # the pool), the workers ignore it instead of each printing a traceback.
+    # the pool), the workers ignore it instead of each printing a traceback. SIGTERM, which the pool uses to
+    # stop its workers, must kill them even if the parent (a CLI) turned it into KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if initializer is not None:
         initializer()
 
