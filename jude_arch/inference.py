@@ -1,0 +1,188 @@
+"""jude-restore: restore dark, shaky photos with a trained JUDE.
+
+    python -m jude_arch.inference -i <file or folder> -o <folder> --model-path <checkpoint> [options]
+
+(also installed as the `jude-restore` command). Folders are walked recursively and their layout is
+kept under the output folder; an input is never overwritten; a file that cannot be read or restored
+is reported and skipped. Exit status: 0 when every image was restored, 1 when some failed, 2 when the
+run could not start (arguments, checkpoint, no images). All restoring is `jude_arch.restorer.JUDERestorer`.
+"""
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .memory import peak_process_memory
+from .photo_io import IMAGE_EXTENSIONS, is_image_file, output_extension, read_photo, write_image
+from .restorer import PRECISIONS, JUDERestorer, RestoreError, read_network_options
+from .visualize import save_intermediates
+
+logger = logging.getLogger('jude_arch')
+INTERMEDIATES_DIR = 'intermediates'
+
+
+def _tile(value):
+    if value == 'auto':
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 0 (no tiling) or a tile size in pixels, got {value!r}")
+    return size
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='jude-restore', description='Restore dark, blurry photos with a trained JUDE model.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('-i', '--input', required=True, type=Path, help='image file or folder (walked recursively)')
+    parser.add_argument('-o', '--output', required=True, type=Path, help='output folder (created if needed)')
+    parser.add_argument('--model-path', required=True, type=Path,
+                        help='checkpoint (.pth) saved by training, or any BasicSR params/params_ema file')
+    parser.add_argument('--opt', type=Path,
+                        help="network options when the checkpoint carries none: a BasicSR options YAML (its "
+                        "network_g) or a YAML network dict such as '{type: JUDE, preset: small}'")
+    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    parser.add_argument('--precision', default='fp32', choices=list(PRECISIONS),
+                        help='fp32, or bf16/fp16 autocast (bf16 is the fast one on CPU)')
+    parser.add_argument('--tile', default='auto', type=_tile,
+                        help="tile side in pixels, 0 for whole images, 'auto' to fit the device's free memory")
+    parser.add_argument('--tile-overlap', type=int, help='overlap of neighbouring tiles (default: two kernel widths)')
+    parser.add_argument('--suffix', default='', help='appended to each output file name, e.g. _jude')
+    parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg'],
+                        help="output format; 'auto' keeps the input's (images with alpha never become JPEG)")
+    parser.add_argument('--save-intermediates', action='store_true',
+                        help=f'also save, under <output>/{INTERMEDIATES_DIR}/, a panel of what JUDE did '
+                        '(kernel, stages, Retinex factors), the kernels (.npy) and the per-stage λ/γ (.json)')
+    return parser
+
+
+def collect_inputs(source, output_dir):
+    """The images to restore and their paths relative to the input (the layout kept in the output).
+
+    Args:
+        source (Path): an image file or a folder, walked recursively; hidden files and an output
+            folder inside it are skipped.
+        output_dir (Path): the output folder.
+
+    Returns:
+        list[tuple[Path, Path]]: (file, relative path), sorted.
+    """
+    if source.is_file():
+        return [(source, Path(source.name))]
+    if not source.is_dir():
+        raise RestoreError(f'{source}: no such file or folder')
+    output_dir = output_dir.resolve()
+    source_root = source.resolve()
+    inside = output_dir != source_root and source_root in output_dir.parents
+    found = []
+    for path in sorted(source.rglob('*')):
+        relative = path.relative_to(source)
+        if (any(part.startswith('.') for part in relative.parts) or not path.is_file() or not is_image_file(path)
+                or (inside and output_dir in path.resolve().parents)):
+            continue
+        found.append((path, relative))
+    return found
+
+
+def _output_path(output_dir, relative, suffix, extension):
+    return output_dir / relative.parent / f'{relative.stem}{suffix}{extension}'
+
+
+def check_outputs(inputs, output_dir, suffix, ext):
+    """Refuse a run that would overwrite an input or save two inputs to one file.
+
+    Outputs are planned with the extension they will most likely get ('auto': the input's); the write
+    itself checks again with the final one.
+    """
+    input_files = {path.resolve(): path for path, _ in inputs}
+    planned = {}
+    for path, relative in inputs:
+        extension = relative.suffix.lower() if ext == 'auto' else f'.{ext}'
+        target = _output_path(output_dir, relative, suffix, extension).resolve()
+        if target in input_files:
+            raise RestoreError(f'refusing to run: the output for {path} would overwrite the input itself; '
+                               'choose another --output folder or set a --suffix')
+        if target in planned:
+            raise RestoreError(f'refusing to run: {planned[target]} and {path} would both be saved as {target}; '
+                               'use --ext auto or rename one')
+        planned[target] = path
+    return set(input_files)
+
+
+def restore_one(restorer, path, relative, args, input_files, written):
+    """Restore one file and write its results; returns the output path."""
+    image = read_photo(path)
+    if args.save_intermediates:
+        restored, intermediates = restorer.restore(image, return_intermediates=True, tile_progress=True)
+    else:
+        restored = restorer.restore(image, tile_progress=True)
+    target = _output_path(args.output, relative, args.suffix, output_extension(relative.suffix, args.ext, restored))
+    if target.resolve() in input_files or target.resolve() in written:
+        raise RestoreError(f'{target} is an input or another output of this run; not overwriting it')
+    write_image(target, restored)
+    written.add(target.resolve())
+    if args.save_intermediates:
+        stem = args.output / INTERMEDIATES_DIR / relative.parent / f'{relative.stem}{args.suffix}'
+        save_intermediates(stem, image, restored, intermediates)
+    return target
+
+
+def _summary(done, failures, seconds, device):
+    peak = peak_process_memory()
+    memory = [] if peak is None else [f'{peak / 2**30:.2f} GiB process peak RSS']
+    if device.type == 'cuda':
+        memory.append(f'{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB CUDA peak allocated')
+    logger.info(f'Restored {done} of {done + len(failures)} image(s) in {seconds:.1f} s'
+                + (f'; memory: {", ".join(memory)}' if memory else ''))
+    if failures:
+        logger.error(f'{len(failures)} image(s) failed:\n' + '\n'.join(f'  {path}: {error}' for path, error in failures))
+
+
+def main(argv=None):
+    """Run the CLI; returns the exit status (0 all restored, 1 some failed, 2 the run could not start)."""
+    args = build_parser().parse_args(argv)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    start = time.perf_counter()
+    try:
+        network_opt = read_network_options(args.opt) if args.opt else None
+        restorer = JUDERestorer.from_checkpoint(args.model_path, network_opt, device=args.device,
+                                                precision=args.precision, tile=args.tile,
+                                                tile_overlap=args.tile_overlap)
+        inputs = collect_inputs(args.input, args.output)
+        if not inputs:
+            raise RestoreError(f'{args.input}: no images found (extensions: {" ".join(IMAGE_EXTENSIONS)})')
+        input_files = check_outputs(inputs, args.output, args.suffix, args.ext)
+    except RestoreError as error:
+        logger.error(str(error))
+        return 2
+
+    failures, written = [], set()
+    with logging_redirect_tqdm(loggers=[logger]):
+        for path, relative in tqdm(inputs, unit='img', disable=len(inputs) == 1):
+            try:
+                restore_one(restorer, path, relative, args, input_files, written)
+            except Exception as error:  # report, skip, go on with the next image
+                message = str(error) if isinstance(error, (ValueError, OSError)) else f'{type(error).__name__}: {error}'
+                message = message.removeprefix(f'{path}: ')  # image errors name their file already
+                if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+                    message += ' (out of memory: pass a smaller --tile)'
+                logger.error(f'{path}: {message}')
+                failures.append((path, message))
+    _summary(len(inputs) - len(failures), failures, time.perf_counter() - start, restorer.device)
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

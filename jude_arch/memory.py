@@ -1,0 +1,100 @@
+"""Memory facts the restorer sizes its tiles by: free memory of a device, peak tensor memory of a call.
+
+`PeakTensorMemory` counts the bytes of every tensor storage created while it is active and keeps the
+largest total alive at once: the activation memory of a forward pass, on any device and under any
+autocast precision, with no allocator support needed (CPU has none). It does not see library
+workspaces (oneDNN, cuDNN) or allocator slack; callers leave room for those.
+"""
+import os
+import sys
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Context manager: `peak` is the most tensor bytes created inside it that were alive at one time.
+
+    Tensors that existed before entering (weights, inputs) are not counted.
+
+    Args:
+        device (str | torch.device | None): count only tensors on this device (None: all devices).
+    """
+
+    def __init__(self, device=None):
+        super().__init__()
+        self.device = None if device is None else torch.device(device)
+        self.peak = 0
+        self._live = {}  # storage address → (weak reference, bytes)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self._live = {ptr: ref for ptr, ref in self._live.items() if not ref[0].expired()}
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and self._counts(tensor.device):
+                storage = tensor.untyped_storage()
+                if storage.nbytes() and storage.data_ptr() not in self._live:
+                    self._live[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
+        self.peak = max(self.peak, sum(nbytes for _, nbytes in self._live.values()))
+        return out
+
+    def _counts(self, device):
+        if self.device is None:
+            return True
+        return device.type == self.device.type and (self.device.index is None or device.index == self.device.index)
+
+
+def _cgroup_headroom():
+    """Bytes the process's cgroup (containers) still allows, or None when it sets no limit."""
+    for limit_file, usage_file in (('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory.current'),
+                                   ('/sys/fs/cgroup/memory/memory.limit_in_bytes',
+                                    '/sys/fs/cgroup/memory/memory.usage_in_bytes')):
+        try:
+            with open(limit_file) as f_limit, open(usage_file) as f_usage:
+                limit, usage = f_limit.read().strip(), f_usage.read().strip()
+        except OSError:
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # 'max' or a huge number: no limit
+            return int(limit) - int(usage)
+    return None
+
+
+def _available_ram():
+    try:
+        with open('/proc/meminfo') as f:
+            fields = dict(line.split(':', 1) for line in f)
+        available = int(fields['MemAvailable'].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            available = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+        except (ValueError, OSError, AttributeError):
+            return None
+    headroom = _cgroup_headroom()
+    return available if headroom is None else min(available, headroom)
+
+
+def available_memory(device):
+    """Bytes that new tensors on `device` can use now, or None when the system does not say.
+
+    CUDA: free device memory plus what PyTorch's caching allocator holds unused. CPU: the kernel's
+    MemAvailable, capped by the cgroup limit when there is one.
+    """
+    device = torch.device(device)
+    if device.type == 'cuda':
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == 'cpu':
+        return _available_ram()
+    return None
+
+
+def peak_process_memory():
+    """Peak resident memory of this process so far, in bytes (None where the OS does not report it)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == 'darwin' else peak * 1024  # macOS reports bytes, Linux KiB

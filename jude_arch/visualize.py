@@ -1,0 +1,226 @@
+"""A one-image panel of what JUDE did, plus its kernels (.npy) and per-stage λ/γ (.json).
+
+Panel rows, every cell labelled:
+1. the input, the output, the estimated blur kernel(s) enlarged (each scaled to its own maximum) and,
+   with several basis kernels, the weight map (each kernel's share coloured like its kernel's frame);
+2. the sharp low-light image I after each unrolled stage, next to the input at the same display gain;
+3. the Retinex factors: illumination L and reflectance R after the last stage, and the enhanced
+   illumination L̂ and denoised reflectance R̂ whose product is the output;
+4. λ1..λ5 and γ_P, γ_Q, γ_Z of each stage.
+Low-light quantities (input, I, L) are shown brightened by one common gain, printed in their labels,
+so the stages stay comparable. With tiles, the tile boxes are drawn on the input, the kernel cell is a
+mosaic of every tile's kernels in the tiles' layout, the maps are cross-faded like the output and the
+λ/γ rows are tile means (every tile's values are in the JSON file).
+"""
+import io
+import json
+
+import cv2
+import numpy as np
+
+from .photo_io import write_bytes, write_image
+
+CELL = 320  # longest side of an image cell, in pixels
+_LABEL_HEIGHT = 22
+_GAP = 6
+_BACKGROUND = 32
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+# BGR colours of basis kernels 1, 2, ... (frames in the kernel cell, hues in the weight map).
+_PALETTE = np.array([(255, 128, 0), (0, 200, 255), (80, 220, 80), (220, 80, 220), (80, 80, 255), (255, 255, 80)],
+                    np.float32)
+LAMBDA_NAMES = ('lambda1', 'lambda2', 'lambda3', 'lambda4', 'lambda5')
+GAMMA_NAMES = ('gamma_P', 'gamma_Q', 'gamma_Z')
+
+
+def _bgr_float(image):
+    """An image as read or restored (grey/BGR/BGRA, 8/16-bit or float) → H×W×3 float32 BGR in [0, 1]."""
+    image = image.astype(np.float32) / (np.iinfo(image.dtype).max if image.dtype.kind == 'u' else 1.0)
+    if image.ndim == 2:
+        image = image[..., None]
+    return image[..., :3] if image.shape[2] >= 3 else np.repeat(image, 3, axis=2)
+
+
+def _to_u8(image, gain=1.0):
+    """Float BGR image in [0, 1] → uint8, multiplied by `gain` and clipped."""
+    return np.clip(np.round(image * (255 * gain)), 0, 255).astype(np.uint8)
+
+
+def _rgb_map(tensor):
+    """3×H×W RGB float tensor → H×W×3 BGR float array."""
+    return tensor.permute(1, 2, 0).flip(2).numpy()
+
+
+def _fit(image, size, interpolation=cv2.INTER_AREA):
+    """Resize so that the longer side is `size` (an integer factor with nearest-neighbour enlarging)."""
+    h, w = image.shape[:2]
+    if interpolation == cv2.INTER_NEAREST:
+        factor = max(1, size // max(h, w))
+        return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST)
+    scale = size / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=interpolation if scale < 1 else cv2.INTER_LINEAR)
+
+
+def _kernel_image(kernels, pixel):
+    """B×k×k kernels side by side, each scaled to its maximum, `pixel` screen pixels per kernel entry.
+
+    With several kernels each gets a frame in its palette colour.
+    """
+    tiles = []
+    for b, kernel in enumerate(kernels):
+        gray = np.round(255 * kernel / max(float(kernel.max()), 1e-12)).astype(np.uint8)
+        big = cv2.resize(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), None, fx=pixel, fy=pixel,
+                         interpolation=cv2.INTER_NEAREST)
+        if len(kernels) > 1:
+            big = cv2.copyMakeBorder(big, 2, 2, 2, 2, cv2.BORDER_CONSTANT,
+                                     value=[float(v) for v in _PALETTE[b % len(_PALETTE)]])
+        tiles.append(big)
+        tiles.append(np.full((tiles[-1].shape[0], 2, 3), _BACKGROUND, np.uint8))
+    return np.concatenate(tiles[:-1], axis=1)
+
+
+def _kernel_cell(kernels):
+    """The kernel cell: one kernel set untiled, a mosaic in the tiles' layout when tiled."""
+    rows, cols, num_kernels, k, _ = kernels.shape
+    pixel = max(1, CELL // (max(rows, cols * num_kernels) * (k + 2)))
+    blocks = [[_kernel_image(kernels[r, c], pixel) for c in range(cols)] for r in range(rows)]
+    gap = 4 if rows * cols > 1 else 0
+    row_images = []
+    for row in blocks:
+        parts = []
+        for block in row:
+            parts += [block, np.full((block.shape[0], gap, 3), _BACKGROUND, np.uint8)]
+        row_images.append(np.concatenate(parts[:-1] if gap else parts, axis=1))
+    width = max(r.shape[1] for r in row_images)
+    padded = []
+    for r in row_images:
+        padded += [cv2.copyMakeBorder(r, 0, gap, 0, width - r.shape[1], cv2.BORDER_CONSTANT,
+                                      value=(_BACKGROUND, ) * 3)]
+    return np.concatenate(padded, axis=0)
+
+
+def _weight_map_cell(weight_map, size):
+    """B×H×W weights → BGR image: each pixel the weight-mixed palette colours of its basis kernels."""
+    weights = weight_map.permute(1, 2, 0).numpy()
+    colours = _PALETTE[np.arange(weights.shape[2]) % len(_PALETTE)]
+    return _fit(np.clip(weights @ colours, 0, 255).astype(np.uint8), size)
+
+
+def _labelled(image, label):
+    bar = np.full((_LABEL_HEIGHT, max(image.shape[1], 8 * len(label) + 8), 3), _BACKGROUND, np.uint8)
+    cv2.putText(bar, label, (4, _LABEL_HEIGHT - 7), _FONT, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
+    body = cv2.copyMakeBorder(image, 0, 0, 0, bar.shape[1] - image.shape[1], cv2.BORDER_CONSTANT,
+                              value=(_BACKGROUND, ) * 3)
+    return np.concatenate([bar, body], axis=0)
+
+
+def _row(cells):
+    height = max(c.shape[0] for c in cells)
+    parts = []
+    for cell in cells:
+        parts += [cv2.copyMakeBorder(cell, 0, height - cell.shape[0], 0, _GAP, cv2.BORDER_CONSTANT,
+                                     value=(_BACKGROUND, ) * 3)]
+    return np.concatenate(parts, axis=1)
+
+
+def _text_rows(lines):
+    line_height = 18
+    width = max(8 * len(line) for line in lines) + 8
+    image = np.full((line_height * len(lines) + 6, width, 3), _BACKGROUND, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(image, line, (4, line_height * (i + 1)), _FONT, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
+    return image
+
+
+def display_gain(image):
+    """Brightening that shows a dark image legibly: mean brightness to 0.35, between ×1 and ×32."""
+    return float(np.clip(0.35 / max(float(_bgr_float(image).mean()), 1e-6), 1, 32))
+
+
+def render_panel(image, restored, intermediates):
+    """Draw the panel for one image.
+
+    Args:
+        image (numpy.ndarray): the input as read (grey/BGR/BGRA, 8/16-bit).
+        restored (numpy.ndarray): the restored image, same layout.
+        intermediates (Intermediates): from `JUDERestorer.restore(..., return_intermediates=True)`.
+
+    Returns:
+        numpy.ndarray: the panel, BGR uint8.
+    """
+    maps = intermediates.maps
+    rows, cols = intermediates.kernels.shape[:2]
+    num_kernels, k = intermediates.kernels.shape[2:4]
+    gain = display_gain(image)
+    g = f'x{gain:.1f}'
+
+    shown = _fit(_to_u8(_bgr_float(image)), CELL)
+    scale = shown.shape[1] / image.shape[1]
+    if rows * cols > 1:
+        for top, bottom, left, right in intermediates.boxes.reshape(-1, 4):
+            cv2.rectangle(shown, (round(left * scale), round(top * scale)),
+                          (round((right - 1) * scale), round((bottom - 1) * scale)), (0, 255, 255), 1)
+    tiles_note = f' ({rows}x{cols} tiles)' if rows * cols > 1 else ''
+    kernel_label = (f'kernels {k}x{k} per tile' if rows * cols > 1 else
+                    f'blur kernel{"s" if num_kernels > 1 else ""} {k}x{k}')
+    first = [_labelled(shown, 'input' + tiles_note), _labelled(_fit(_to_u8(_bgr_float(restored)), CELL), 'output'),
+             _labelled(_kernel_cell(intermediates.kernels), kernel_label + ' (each to its max)')]
+    if 'weight_map' in maps:
+        first.append(_labelled(_weight_map_cell(maps['weight_map'], CELL), f'weight map of the {num_kernels} kernels'))
+
+    def cell(bgr, label, brighten=False):
+        return _labelled(_fit(_to_u8(bgr, gain if brighten else 1.0), CELL), label + (f' {g}' if brighten else ''))
+
+    second = [cell(_bgr_float(image), 'input', True)]
+    second += [cell(_rgb_map(stage), f'I after stage {t + 1}', True) for t, stage in enumerate(maps['I'])]
+    third = [cell(_rgb_map(maps['L']), 'illumination L', True), cell(_rgb_map(maps['R']), 'reflectance R'),
+             cell(_rgb_map(maps['L_hat']), 'enhanced illumination L^'),
+             cell(_rgb_map(maps['R_hat']), 'denoised reflectance R^')]
+    lambdas, gammas = intermediates.lambdas.mean((0, 1)), intermediates.gammas.mean((0, 1))
+    lines = [f'per-stage hyper-parameters{" (mean over tiles)" if rows * cols > 1 else ""}:']
+    for t, (lam, gam) in enumerate(zip(lambdas, gammas)):
+        lines.append(f'stage {t + 1}: ' + '  '.join(f'{n}={v:.4g}' for n, v in zip(LAMBDA_NAMES + GAMMA_NAMES,
+                                                                                   [*lam, *gam])))
+    rows_images = [_row(first), _row(second), _row(third), _text_rows(lines)]
+    width = max(r.shape[1] for r in rows_images) + _GAP
+    panel = [cv2.copyMakeBorder(r, _GAP, 0, _GAP, width - r.shape[1] - _GAP, cv2.BORDER_CONSTANT,
+                                value=(_BACKGROUND, ) * 3) for r in rows_images]
+    return np.concatenate(panel + [np.full((_GAP, width, 3), _BACKGROUND, np.uint8)], axis=0)
+
+
+def hyperparameters(intermediates):
+    """The per-tile, per-stage λ and γ as a JSON-ready dict (tiles row by row, each with its box)."""
+    rows, cols = intermediates.kernels.shape[:2]
+    tiles = []
+    for r in range(rows):
+        for c in range(cols):
+            stages = [dict(zip(LAMBDA_NAMES + GAMMA_NAMES, map(float, [*lam, *gam])))
+                      for lam, gam in zip(intermediates.lambdas[r, c], intermediates.gammas[r, c])]
+            tiles.append({'row': r, 'col': c, 'box_top_bottom_left_right': intermediates.boxes[r, c].tolist(),
+                          'stages': stages})
+    return {'tile_grid': [rows, cols], 'kernel_size': int(intermediates.kernels.shape[-1]),
+            'num_kernels': int(intermediates.kernels.shape[2]), 'num_stages': int(intermediates.lambdas.shape[2]),
+            'tiles': tiles}
+
+
+def save_intermediates(stem, image, restored, intermediates):
+    """Write `<stem>_panel.png`, `<stem>_kernel.npy` and `<stem>_params.json`.
+
+    Args:
+        stem (Path): output path without extension, e.g. results/intermediates/photo.
+        image (numpy.ndarray): the input as read.
+        restored (numpy.ndarray): the restored image.
+        intermediates (Intermediates): the restorer's intermediates for this image.
+
+    Returns:
+        list[Path]: the three files. The .npy holds the kernels as float32 rows×cols×B×k×k (tile grid,
+        basis kernels, kernel), each non-negative and summing to 1.
+    """
+    panel, kernel, params = (stem.with_name(stem.name + suffix) for suffix in ('_panel.png', '_kernel.npy',
+                                                                             '_params.json'))
+    write_image(panel, render_panel(image, restored, intermediates))
+    buffer = io.BytesIO()
+    np.save(buffer, intermediates.kernels.astype(np.float32))
+    write_bytes(kernel, buffer.getvalue())
+    write_bytes(params, (json.dumps(hyperparameters(intermediates), indent=1) + '\n').encode())
+    return [panel, kernel, params]
