@@ -1,0 +1,311 @@
+"""JUDEModel: BasicSR's SRModel with what training JUDE (or any restorer) on LOL-Blur needs.
+
+On top of SRModel: the paper's loss by default (JUDELoss), mixed precision (bf16, or fp16 with a gradient
+scaler), gradient clipping, EMA that also tracks buffers (JUDE's hyper-parameter net has BatchNorm),
+validation that names images by the LOL-Blur video, tiles large frames on request, clamps outputs and shows
+input / output / ground truth (and JUDE's estimated kernel) in TensorBoard, checkpoints that carry the network
+options (so a checkpoint alone rebuilds the net), written atomically, and CPU / CPU-DDP training.
+Nothing here assumes the network is JUDE: any BasicSR arch trains with it.
+
+YAML knobs (all optional):
+    train:
+      precision: fp32          # fp32 | bf16 | fp16 (fp16 adds a GradScaler)
+      grad_clip: ~             # e.g. {max_norm: 0.1, norm_type: 2}, or a number (max_norm)
+      pixel_opt: {type: JUDELoss, fft_weight: 0.1}   # the default when no loss is given
+      ema_decay: 0.999         # SRModel's EMA, buffers copied too
+    val:
+      precision: fp32          # autocast for validation / testing
+      tile: ~                  # {size: 512, overlap: 32}: tiled validation, smooth blending
+      tb_images: 3             # first N validation images shown in TensorBoard
+"""
+import os
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from os import path as osp
+
+import torch
+from basicsr.metrics import calculate_metric
+from basicsr.models.lr_scheduler import CosineAnnealingRestartLR
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+from tqdm import tqdm
+
+from ..archs import JUDE
+from .tiling import tiled_forward
+
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+DEFAULT_LOSS = {'type': 'JUDELoss', 'fft_weight': 0.1}
+# Longest side of a TensorBoard strip; larger validation frames are shrunk for display only.
+TB_MAX_WIDTH = 2048
+TB_KERNEL_ZOOM = 4
+
+
+def _plain(value):
+    """YAML option trees (OrderedDicts) as plain dicts/lists, loadable with torch.load(weights_only=True)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def image_name(data):
+    """Name for a validation image: the dataset's 'key' (`<video>_<frame>`, unique across LOL-Blur videos)
+    when present, else the stem of lq_path."""
+    if 'key' in data:
+        key = data['key']
+        return key[0] if isinstance(key, (list, tuple)) else key
+    return osp.splitext(osp.basename(data['lq_path'][0]))[0]
+
+
+def _check_precision(where, precision, device):
+    if precision not in PRECISIONS:
+        raise ValueError(f'{where}: precision must be one of {list(PRECISIONS)}, got {precision!r}')
+    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ValueError(f'{where}: this GPU has no bfloat16 support; use fp16 or fp32')
+    return precision
+
+
+def _save_with_retry(obj, path, what):
+    """torch.save to a temporary file renamed into place (no half-written checkpoint), retried 3 times as
+    BasicSR does; a save that still fails is logged and training goes on (BasicSR's behaviour)."""
+    tmp = f'{path}.tmp'
+    for attempt in range(3):
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+            return
+        except OSError as error:
+            get_root_logger().warning(f'Save {what} error: {error}, remaining retry times: {2 - attempt}')
+            time.sleep(1)
+    get_root_logger().warning(f'Still cannot save {path}. Just ignore it.')
+
+
+@MODEL_REGISTRY.register()
+class JUDEModel(SRModel):
+    """Image restoration model for JUDE and any other BasicSR arch (see the module docstring for options)."""
+
+    def __init__(self, opt):
+        if opt.get('num_gpu', 0) and not torch.cuda.is_available():
+            raise ValueError(f"options ask for num_gpu: {opt['num_gpu']} but CUDA is not available: set num_gpu: "
+                             'auto (or 0) in the YAML, or pass --force_yml num_gpu=0')
+        super().__init__(opt)
+        self.val_precision = _check_precision('val.precision', (opt.get('val') or {}).get('precision', 'fp32'),
+                                              self.device)
+
+    # ---- devices -------------------------------------------------------------------------------------------
+    def model_to_device(self, net):
+        """Move to the device; DDP without device_ids on CPU (BasicSR passes a CUDA device id)."""
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(
+                net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    def _autocast(self, precision):
+        dtype = PRECISIONS[precision]
+        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        if not train_opt.get('pixel_opt') and not train_opt.get('perceptual_opt'):
+            train_opt['pixel_opt'] = dict(DEFAULT_LOSS)
+            get_root_logger().info(f'No loss given: using the paper\'s loss {DEFAULT_LOSS}.')
+        self.precision = _check_precision('train.precision', train_opt.get('precision', 'fp32'), self.device)
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
+        clip = train_opt.get('grad_clip')
+        self.grad_clip = {'max_norm': float(clip)} if isinstance(clip, (int, float)) else clip
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, dict) and 'max_norm' in self.grad_clip):
+            raise ValueError(f'train.grad_clip must be a number or {{max_norm: ..., norm_type: 2}}, got {clip!r}')
+        super().init_training_settings()
+        self._check_schedule('the YAML')
+
+    def _check_schedule(self, source):
+        """BasicSR's cosine schedule crashes once the iteration passes sum(periods): say so before training."""
+        total_iter = int(self.opt['train']['total_iter'])
+        for scheduler in self.schedulers:
+            if isinstance(scheduler, CosineAnnealingRestartLR) and scheduler.cumulative_period[-1] < total_iter:
+                raise ValueError(f'train.total_iter ({total_iter}) exceeds the cosine schedule from {source}: '
+                                 f'sum(periods) = {scheduler.cumulative_period[-1]} (periods {scheduler.periods}); '
+                                 'make the periods add up to at least total_iter')
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with self._autocast(self.precision):
+            self.output = self.net_g(self.lq)
+        output = self.output.float()  # losses in float32 (JUDELoss keeps its FFT in float32 anyway)
+
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    l_total += value
+                    loss_dict[name] = value
+
+        self.grad_scaler.scale(l_total).backward()
+        if self.grad_clip:
+            self.grad_scaler.unscale_(self.optimizer_g)
+            loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), **self.grad_clip)
+        self.grad_scaler.step(self.optimizer_g)
+        self.grad_scaler.update()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    @torch.no_grad()
+    def model_ema(self, decay=0.999):
+        """EMA of the parameters; buffers (BatchNorm statistics) are copied, which BasicSR's EMA forgets."""
+        net_g = self.get_bare_model(self.net_g)
+        ema_params = dict(self.net_g_ema.named_parameters())
+        for name, param in net_g.named_parameters():
+            ema_params[name].lerp_(param.detach(), 1 - decay)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buffer in net_g.named_buffers():
+            ema_buffers[name].copy_(buffer)
+
+    # ---- inference -----------------------------------------------------------------------------------------
+    def _restore(self, net, x, with_kernel=False):
+        """Run net on x, tiled when `val.tile` asks; returns (output, kernel or None)."""
+        tile = (self.opt.get('val') or {}).get('tile')
+        if tile:
+            return tiled_forward(net, x, tile['size'], tile.get('overlap', 32)), None
+        if with_kernel and isinstance(self.get_bare_model(net), JUDE):
+            out = net(x, return_intermediates=True)
+            return out['output'], out['kernel']
+        return net(x), None
+
+    def test(self, with_kernel=False):
+        """Restore self.lq into self.output, clamped to [0, 1] (and self.kernel for JUDE when asked)."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.inference_mode(), self._autocast(self.val_precision):
+            output, self.kernel = self._restore(net, self.lq, with_kernel)
+            self.output = output.float().clamp(0, 1)
+        if was_training:
+            net.train()
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        val_opt = self.opt['val']
+        metrics = val_opt.get('metrics') or {}
+        if metrics:
+            self._initialize_best_metric_results(dataset_name)
+            self.metric_results = {name: 0 for name in metrics}
+        tb_images = val_opt.get('tb_images', 3) if tb_logger else 0
+        pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
+
+        count = 0
+        for idx, val_data in enumerate(dataloader):
+            name = image_name(val_data)
+            self.feed_data(val_data)
+            self.test(with_kernel=idx < tb_images)
+            result = tensor2img(self.output)
+            metric_data = {'img': result}
+            if 'gt' in val_data:
+                metric_data['img2'] = tensor2img(self.gt)
+            if idx < tb_images:
+                self._log_visuals(tb_logger, f'{dataset_name}/{name}', current_iter, 'gt' in val_data)
+            if save_img:
+                imwrite(result, self._image_path(dataset_name, name, current_iter))
+            for metric, metric_opt in metrics.items():
+                self.metric_results[metric] += calculate_metric(metric_data, metric_opt)
+            self.lq = self.output = self.kernel = None
+            if 'gt' in val_data:
+                del self.gt
+            count += 1
+            if pbar:
+                pbar.update(1)
+                pbar.set_description(f'Test {name}')
+        if pbar:
+            pbar.close()
+
+        if metrics and count:
+            for metric in self.metric_results:
+                self.metric_results[metric] /= count
+                self._update_best_metric_result(dataset_name, metric, self.metric_results[metric], current_iter)
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _image_path(self, dataset_name, name, current_iter):
+        vis = self.opt['path']['visualization']
+        if self.opt['is_train']:
+            return osp.join(vis, name, f'{name}_{current_iter}.png')
+        suffix = self.opt['val'].get('suffix') or self.opt['name']
+        return osp.join(vis, dataset_name, f'{name}_{suffix}.png')
+
+    def _log_visuals(self, tb_logger, tag, current_iter, has_gt):
+        """TensorBoard: input | output | ground truth side by side, and the estimated kernel(s) when known."""
+        panels = [self.lq.float().clamp(0, 1), self.output]
+        if has_gt:
+            panels.append(self.gt.float().clamp(0, 1))
+        strip = torch.cat([p[:1].cpu() for p in panels], dim=3)
+        if strip.shape[-1] > TB_MAX_WIDTH:
+            scale = TB_MAX_WIDTH / strip.shape[-1]
+            strip = torch.nn.functional.interpolate(strip, scale_factor=scale, mode='area')
+        tb_logger.add_image(f'{tag}/input_output_gt', strip[0], current_iter)
+        if self.kernel is not None:
+            kernels = self.kernel[0].float().cpu()  # B×k×k, shown side by side, each scaled to its maximum
+            kernels = kernels / kernels.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+            image = torch.cat(list(kernels), dim=1)[None]
+            image = image.repeat_interleave(TB_KERNEL_ZOOM, 1).repeat_interleave(TB_KERNEL_ZOOM, 2)
+            tb_logger.add_image(f'{tag}/kernel', image, current_iter)
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+    def network_options(self, net_label='net_g'):
+        """Options that rebuild the saved network: {'type': 'JUDE', **net.config} for JUDE, else the YAML's."""
+        net = self.get_bare_model(getattr(self, net_label))
+        if isinstance(net, JUDE):
+            return {'type': 'JUDE', **_plain(net.config)}
+        return _plain(self.opt[f'network_{net_label[len("net_"):]}'])
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's {'params', 'params_ema'} checkpoint plus 'network_g' (the options that rebuild the net)."""
+        label = 'latest' if current_iter == -1 else current_iter
+        save_path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v.cpu())
+                                         for k, v in state.items())
+        save_dict[f'network_{net_label[len("net_"):]}'] = self.network_options(net_label)
+        _save_with_retry(save_dict, save_path, 'model')
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's training state (plus the fp16 gradient scaler), written atomically."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter,
+                 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        if self.grad_scaler.is_enabled():
+            state['grad_scaler'] = self.grad_scaler.state_dict()
+        _save_with_retry(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'),
+                         'training state')
+
+    def resume_training(self, resume_state):
+        """BasicSR's resume (the saved schedule wins over the YAML) plus the fp16 gradient scaler."""
+        super().resume_training(resume_state)
+        self._check_schedule('the training state being resumed')
+        if 'grad_scaler' in resume_state and self.grad_scaler.is_enabled():
+            self.grad_scaler.load_state_dict(resume_state['grad_scaler'])

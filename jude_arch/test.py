@@ -1,0 +1,22 @@
+"""Test with BasicSR's pipeline and JUDE registered: `python jude_arch/test.py -opt options/test_jude_lolblur.yml`.
+
+Metrics go to the log in results/<name>/, images to results/<name>/visualization/<dataset>/, under the
+working directory.
+"""
+import os
+import sys
+
+if __package__ in (None, ''):
+    # Run as a script: see jude_arch/train.py.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import jude_arch  # noqa: E402,F401  (shims + registration before basicsr is used)
+from basicsr.test import test_pipeline  # noqa: E402
+
+
+def main():
+    test_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,107 @@
+"""Shared by the training tests: one tiny synthetic LOL-Blur LMDB per session, tiny options, subprocess runs."""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from jude_arch.data.lolblur_lmdb import prepare_lolblur
+from jude_arch.data.synthesis import synthesize_lolblur
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+_DATASETS = {}
+
+# A small JUDE (2 stages, narrow U-Nets, 15×15 kernel): the workflow is under test, not the network.
+TINY_NET = {'type': 'JUDE', 'preset': 'small', 'num_stages': 2, 'unet_channels': [8, 16, 32, 32],
+            'kernel_size': 15, 'enhancer_width': 8, 'denoiser_width': 8, 'kernel_width': 4}
+
+
+def tiny_lolblur(tmp_path_factory):
+    """Synthesise (skimage photos, 64×64, 2 frames per photo: 6 train / 4 test pairs) and pack to LMDB, once.
+
+    Returns:
+        Path: folder with lolblur/ (the LOL-Blur layout) and lmdb/ ({train,test}_{lq,gt}.lmdb).
+    """
+    if 'tiny' not in _DATASETS:
+        root = tmp_path_factory.mktemp('tiny_lolblur')
+        synthesize_lolblur('skimage', root / 'lolblur', size=64, frames_per_photo=2, test_photos=2, seed=0)
+        prepare_lolblur(root / 'lolblur', root / 'lmdb')
+        _DATASETS['tiny'] = root
+    return _DATASETS['tiny']
+
+
+def tiny_options(data, name, total_iter=12, periods=None, network=None, model='JUDEModel', **sections):
+    """Options of a tiny CPU run on the LMDBs in `data` (dict like a parsed YAML).
+
+    Args:
+        data (Path): a folder from `tiny_lolblur`.
+        name (str): experiment name.
+        total_iter (int): iterations; validation and checkpoints every total_iter // 2.
+        periods (list[int] | None): cosine periods (default: [total_iter]).
+        network (dict | None): network_g (default: TINY_NET).
+        model (str): model_type.
+        **sections: top-level sections merged over the defaults (dicts are updated one level deep).
+    """
+    half = max(total_iter // 2, 1)
+    lmdb = Path(data) / 'lmdb'
+    opt = {
+        'name': name, 'model_type': model, 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tiny-train', 'type': 'LOLBlurDataset', 'dataroot_gt': str(lmdb / 'train_gt.lmdb'),
+                      'dataroot_lq': str(lmdb / 'train_lq.lmdb'), 'io_backend': {'type': 'lmdb'}, 'gt_size': 32,
+                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                      'dataset_enlarge_ratio': 10, 'prefetch_mode': None},
+            'val': {'name': 'tiny-test', 'type': 'LOLBlurDataset', 'dataroot_gt': str(lmdb / 'test_gt.lmdb'),
+                    'dataroot_lq': str(lmdb / 'test_lq.lmdb'), 'io_backend': {'type': 'lmdb'}},
+        },
+        'network_g': copy.deepcopy(network or TINY_NET),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': periods or [total_iter],
+                                'restart_weights': [1], 'eta_min': 1e-6},
+                  'total_iter': total_iter, 'warmup_iter': -1, 'pixel_opt': {'type': 'JUDELoss'}},
+        'val': {'val_freq': half, 'save_img': True, 'metrics': {
+            'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': half, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(opt.get(key), dict):
+            opt[key].update(value)
+        else:
+            opt[key] = value
+    return opt
+
+
+def eval_options(train_opt, name, checkpoint, suffix='tiny'):
+    """Test-pipeline options for the val set of `train_opt`, loading `checkpoint`."""
+    return {'name': name, 'model_type': train_opt['model_type'], 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+            'datasets': {'test': copy.deepcopy(train_opt['datasets']['val'])},
+            'network_g': copy.deepcopy(train_opt['network_g']),
+            'path': {'pretrain_network_g': str(checkpoint), 'param_key_g': 'params_ema', 'strict_load_g': True},
+            'val': {'save_img': True, 'suffix': suffix, 'metrics': copy.deepcopy(train_opt['val']['metrics'])}}
+
+
+def write_yaml(opt, path):
+    path = Path(path)
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+def run(command, cwd, timeout=300, env=None):
+    """Run a command (2 torch threads), return its combined output; fail the test with the output's tail."""
+    full_env = {**os.environ, 'OMP_NUM_THREADS': '2', 'PYTHONWARNINGS': 'ignore', **(env or {})}
+    proc = subprocess.run([str(c) for c in command], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    output = proc.stdout + proc.stderr
+    if proc.returncode:
+        raise AssertionError(f'{" ".join(map(str, command))} failed ({proc.returncode}):\n{output[-4000:]}')
+    return output
+
+
+def train_log(experiments, name):
+    """Text of all training logs of experiment `name` (one per run, oldest first)."""
+    return '\n'.join(p.read_text() for p in sorted((Path(experiments) / name).glob(f'train_{name}_*.log')))
