@@ -15,7 +15,8 @@ YAML knobs (all optional):
       ema_decay: 0.999         # SRModel's EMA, buffers copied too
     val:
       precision: fp32          # autocast for validation / testing
-      tile: ~                  # {size: 512, overlap: 32}: tiled validation, smooth blending
+      tile: ~                  # {size: 512, overlap: 64}: tiled validation, seamless blending (jude_arch.tiling);
+                               # overlap defaults to two kernel widths
       tb_images: 3             # first N validation images shown in TensorBoard
 """
 import os
@@ -35,7 +36,8 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
 from ..archs import JUDE
-from .tiling import tiled_forward
+from ..restorer import default_overlap
+from ..tiling import TileGrid
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 DEFAULT_LOSS = {'type': 'JUDELoss', 'fft_weight': 0.1}
@@ -179,11 +181,25 @@ class JUDEModel(SRModel):
             ema_buffers[name].copy_(buffer)
 
     # ---- inference -----------------------------------------------------------------------------------------
+    def _tiled(self, net, x, tile):
+        """Restore x tile by tile, blending overlaps with weights that sum to one (`jude_arch.tiling`)."""
+        if not isinstance(tile, dict) or not isinstance(tile.get('size'), int):
+            raise ValueError(f'val.tile must be {{size: <pixels>, overlap: <pixels>}}, got {tile!r}')
+        overlap = tile.get('overlap', default_overlap(self.get_bare_model(net)))
+        output = None
+        for part in TileGrid(x.shape[-2], x.shape[-1], tile['size'], overlap):
+            restored = net(x[..., part.top:part.bottom, part.left:part.right]).float()
+            if output is None:
+                output = restored.new_zeros(*restored.shape[:2], *x.shape[-2:])
+            output[..., part.top:part.bottom, part.left:part.right] += part.weight.to(restored.device) * restored
+        return output
+
     def _restore(self, net, x, with_kernel=False):
-        """Run net on x, tiled when `val.tile` asks; returns (output, kernel or None)."""
+        """Run net on x, tiled when `val.tile` asks; returns (output, kernel or None). With tiles every tile
+        estimates its own kernel, so no single kernel is returned."""
         tile = (self.opt.get('val') or {}).get('tile')
         if tile:
-            return tiled_forward(net, x, tile['size'], tile.get('overlap', 32)), None
+            return self._tiled(net, x, tile), None
         if with_kernel and isinstance(self.get_bare_model(net), JUDE):
             out = net(x, return_intermediates=True)
             return out['output'], out['kernel']
