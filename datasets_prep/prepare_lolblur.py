@@ -28,8 +28,10 @@ def main(argv=None):
     parser.add_argument('--lq', default='low_blur_noise', choices=LQ_FOLDERS,
                         help='LQ folder (default: %(default)s); the GT is always high_sharp_scaled')
     parser.add_argument('--splits', nargs='+', default=list(SPLITS), help='splits to pack (default: train test)')
-    parser.add_argument('--workers', type=_positive_int, default=1, help='processes that decode and encode (default: 1)')
-    parser.add_argument('--overwrite', action='store_true', help='replace existing LMDBs once the new ones are complete')
+    parser.add_argument('--workers', type=_positive_int, default=1,
+                        help='processes that decode and encode (default: 1)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace existing LMDBs once the new ones are complete')
     args = parser.parse_args(argv)
     # `kill` (SIGTERM) cleans up like Ctrl-C instead of leaving the staging folder behind.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

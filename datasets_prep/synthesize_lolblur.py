@@ -46,10 +46,11 @@ def main(argv=None):
     knobs = parser.add_argument_group('degradation (ranges are MIN MAX)')
     for field in dataclasses.fields(Degradation):
         is_range = isinstance(field.default, tuple)
-        value_type = int if field.name == 'kernel_size' else float
-        knobs.add_argument(f'--{field.name.replace("_", "-")}', type=value_type, nargs=2 if is_range else None,
-                           default=field.default, metavar=('MIN', 'MAX') if is_range else None,
-                           help=f'{_HELP[field.name]} (default: {" ".join(map(str, field.default)) if is_range else field.default})')
+        default = ' '.join(map(str, field.default)) if is_range else field.default
+        knobs.add_argument(f'--{field.name.replace("_", "-")}', type=int if field.name == 'kernel_size' else float,
+                           nargs=2 if is_range else None, default=field.default,
+                           metavar=('MIN', 'MAX') if is_range else None,
+                           help=f'{_HELP[field.name]} (default: {default})')
     args = parser.parse_args(argv)
     degradation = {field.name: getattr(args, field.name) for field in dataclasses.fields(Degradation)}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` cleans up like Ctrl-C
@@ -64,8 +65,9 @@ def main(argv=None):
         sys.exit(130)
     for split in ('train', 'test'):
         info = summary[split]
-        names = ', '.join(path.name for path in info['photos'])
-        print(f'{split}: {info["frames"]} pairs from {len(info["photos"])} photo(s) ({names})')
+        if info['photos']:
+            names = ', '.join(path.name for path in info['photos'])
+            print(f'{split}: {info["frames"]} pairs from {len(info["photos"])} photo(s) ({names})')
     print(f'written to {summary["root"]}')
 
 

@@ -48,7 +48,8 @@ def test_lolblur_layout_with_held_out_photos(synthesized):
     base, summary, _ = synthesized
     root = base / 'one'
     assert sorted(p.name for p in root.iterdir()) == ['test', 'train']
-    videos = {split: sorted(p.name for p in (root / split / 'high_sharp_scaled').iterdir()) for split in ('train', 'test')}
+    videos = {split: sorted(p.name for p in (root / split / 'high_sharp_scaled').iterdir())
+              for split in ('train', 'test')}
     assert len(videos['train']) == 3 and len(videos['test']) == 2 and not set(videos['train']) & set(videos['test'])
     assert sorted(videos['train'] + videos['test']) == ['0000', '0001', '0002', '0003', '0004']
     assert set(summary['train']['photos']).isdisjoint(summary['test']['photos'])
@@ -76,8 +77,8 @@ def sharpness(image):
 def test_degraded_frames_are_dark_blurred_and_noisy(synthesized):
     root = synthesized[0] / 'one' / 'train'
     for video in sorted(p.name for p in (root / 'high_sharp_scaled').iterdir()):
-        gt, low_sharp, low_blur, noisy = (cv2.imread(str(root / folder / video / '0000.png')).astype(float)
-                                          for folder in ('high_sharp_scaled', 'low_sharp', 'low_blur', 'low_blur_noise'))
+        folders = ('high_sharp_scaled', 'low_sharp', 'low_blur', 'low_blur_noise')
+        gt, low_sharp, low_blur, noisy = (cv2.imread(str(root / f / video / '0000.png')).astype(float) for f in folders)
         assert 0.1 < low_sharp.mean() / gt.mean() < 0.6  # clearly darker, not black
         assert sharpness(low_blur) < 0.8 * sharpness(low_sharp)
         assert 0.5 < np.abs(noisy - low_blur).mean() < 10
@@ -160,6 +161,10 @@ def test_folder_source_recursive_greyscale_and_16_bit(tmp_path):
     split = 'train' if photos / 'nested' / 'deep.png' in summary['train']['photos'] else 'test'
     original = cv2.imread(str(tmp_path / 'out' / split / 'high_sharp_original/0001/0000.png'), cv2.IMREAD_UNCHANGED)
     assert original.dtype == np.uint16 and original.shape[2] == 3
+
+    for _ in range(2):  # an output inside the source folder is not a source the second time
+        again = synthesize_lolblur(photos, photos / 'synth', size=32, frames_per_photo=1, test_photos=1, overwrite=True)
+        assert len(again['train']['photos'] + again['test']['photos']) == 2
 
 
 @pytest.mark.parametrize('case', ['missing folder', 'no images', 'truncated photo', 'too few photos'])

@@ -6,4 +6,6 @@
 - `lolblur_dataset`: `LOLBlurDataset` (DATASET_REGISTRY), with phase-3 noise.
 - `lolblur_layout`, `image_io`, `parallel`: the folder layout and keys, strict image reading, worker pools.
 """
-from .lolblur_dataset import LOLBlurDataset, add_lq_noise  # noqa: F401  (importing registers the dataset)
+from .lolblur_dataset import LOLBlurDataset, add_lq_noise  # importing registers the dataset
+
+__all__ = ['LOLBlurDataset', 'add_lq_noise']

@@ -50,6 +50,7 @@ def prepare_lolblur(root, out, *, lq='low_blur_noise', splits=SPLITS, overwrite=
         ImageDataError: bad input or an existing output; the message names the offending path.
     """
     root, out = Path(root), Path(out)
+    splits = [splits] if isinstance(splits, str) else list(splits)
     if lq not in LQ_FOLDERS:
         raise ImageDataError(f'lq must be one of {LQ_FOLDERS}, got {lq!r}')
     if not splits:

@@ -142,11 +142,11 @@ def synthesize_lolblur(source, out_root, *, size=256, frames_per_photo=4, test_p
         raise ValueError(f'size must be ≥ 8, got {size}')
     if frames_per_photo < 1 or test_photos < 0:
         raise ValueError(f'need frames_per_photo ≥ 1 and test_photos ≥ 0, got {frames_per_photo}, {test_photos}')
-    photos = _source_photos(source)
+    out_root = Path(out_root)
+    photos = _source_photos(source, out_root)
     if len(photos) <= test_photos:
         raise ImageDataError(f'{source}: {len(photos)} photo(s), but {test_photos} are held out for testing and '
                              'at least one is needed for training')
-    out_root = Path(out_root)
     if not overwrite:
         for split in ('train', 'test'):
             if (out_root / split).exists():
@@ -182,14 +182,15 @@ def synthesize_lolblur(source, out_root, *, size=256, frames_per_photo=4, test_p
     return summary
 
 
-def _source_photos(source):
-    """The source's photo files, sorted."""
+def _source_photos(source, out_root):
+    """The source's photo files, sorted (without earlier outputs when `out_root` lies inside the source)."""
     if str(source) == 'skimage':
         return skimage_photo_paths()
     folder = Path(source)
     if not folder.is_dir():
         raise ImageDataError(f"{folder}: source folder not found (pass a folder of photos or 'skimage')")
-    photos = [folder / name for name in list_images(folder)]
+    output = out_root.resolve()
+    photos = [folder / name for name in list_images(folder) if output not in (folder / name).resolve().parents]
     if not photos:
         raise ImageDataError(f'{folder}: no images found (looked for png, jpg, jpeg, bmp, tif, tiff, webp)')
     return photos
