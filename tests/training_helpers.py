@@ -1,6 +1,7 @@
 """Shared by the training tests: one tiny synthetic LOL-Blur LMDB per session, tiny options, subprocess runs."""
 import copy
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,13 +93,22 @@ def write_yaml(opt, path):
 
 
 def run(command, cwd, timeout=300, env=None):
-    """Run a command (2 torch threads), return its combined output; fail the test with the output's tail."""
+    """Run a command (2 torch threads), return its combined output; fail the test with the output's tail.
+
+    The command runs in its own process group, killed as a whole on timeout (torchrun's workers too).
+    """
     full_env = {**os.environ, 'OMP_NUM_THREADS': '2', 'PYTHONWARNINGS': 'ignore', **(env or {})}
-    proc = subprocess.run([str(c) for c in command], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
-    output = proc.stdout + proc.stderr
+    command = [str(c) for c in command]
+    with subprocess.Popen(command, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True) as proc:
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            raise AssertionError(f'{" ".join(command)} timed out after {timeout} s:\n{output[-4000:]}') from None
     if proc.returncode:
-        raise AssertionError(f'{" ".join(map(str, command))} failed ({proc.returncode}):\n{output[-4000:]}')
+        raise AssertionError(f'{" ".join(command)} failed ({proc.returncode}):\n{output[-4000:]}')
     return output
 
 
