@@ -113,5 +113,5 @@ class KernelEstimator(nn.Module):
             m = y
             for up, skip in zip(self.mask_up, reversed(skips)):
                 m = up(m, skip)
-            weight_map = self.mask_tail(m).float().softmax(1)[..., :h, :w]
+            weight_map = self.mask_tail(m).float().softmax(1)[..., :h, :w].contiguous()
         return kernels, weight_map

@@ -50,7 +50,8 @@ class ResUNet(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, -w % 8, 0, -h % 8), mode='replicate')
+        if h % 8 or w % 8:  # F.pad would copy even when there is nothing to pad
+            x = F.pad(x, (0, -w % 8, 0, -h % 8), mode='replicate')
         skips = [self.head(x)]
         for down in self.down:
             skips.append(down(skips[-1]))
