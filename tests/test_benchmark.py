@@ -1,0 +1,118 @@
+"""`python -m jude_arch.benchmark` (issue 5, criterion 1): quick mode prints every row it promises,
+measures memory honestly, and reports failures (torch.compile, out of memory) instead of dying."""
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from jude_arch import benchmark
+
+
+def test_quick_mode_prints_every_promised_row(tmp_path):
+    """The quick plan for the small preset at a tiny size: every row in the table and in the JSON."""
+    out = tmp_path / 'bench.json'
+    done = subprocess.run([
+        sys.executable, '-m', 'jude_arch.benchmark', '--quick', '--presets', 'small', '--sizes', '32x24',
+        '--threads', '2', '--json', str(out)
+    ], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    promised = [(mode, variant) for mode, variants in benchmark.QUICK['small'].items() for variant in variants]
+    table = [line for line in done.stdout.splitlines() if line.startswith('| cpu | small | 32×24 |')]
+    assert [tuple(cell.strip() for cell in line.split('|')[5:7]) for line in table] == promised
+
+    report = json.loads(out.read_text())
+    assert {'cpu', 'cpu_cores', 'torch', 'torch_threads'} <= report['machine'].keys()
+    assert report['machine']['torch'] == torch.__version__
+    rows = report['results']
+    assert [(r['mode'], r['variant']) for r in rows] == promised
+    for row in rows:
+        assert (row['height'], row['width'], row['threads']) == (24, 32, 2)
+        if row['variant'] == 'compile' and row['status'] != 'ok':
+            continue  # no C++ compiler on this machine: reported, not fatal
+        assert row['status'] == 'ok', row
+        assert len(row['times_s']) == row['repeats'] and row['median_s'] > 0 and row['peak_bytes'] > 0
+    flops = {(r['mode'], r['variant']): r['gflop'] for r in rows if 'gflop' in r}
+    # The plain path runs the last stage's dead D_Z call that the others skip.
+    assert flops['forward', 'plain'] > flops['forward', 'default'] == flops['forward', 'bf16']
+    plain_line = next(line for line in table if '| forward | plain |' in line)
+    assert '| 1.00× |' in plain_line
+
+
+def test_cpu_peak_memory_counts_what_a_step_touches():
+    """The CPU measurement (peak RSS minus RSS before the step) sees a 256 MiB allocation."""
+    script = textwrap.dedent('''
+        import torch
+        from jude_arch.benchmark import peak_rss_bytes, rss_bytes
+        before = rss_bytes()
+        x = torch.ones(64 * 2**20)  # 256 MiB, touched
+        del x
+        print(peak_rss_bytes() - before)
+    ''')
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True)
+    assert 250 * 2**20 <= int(done.stdout.split()[-1]) <= 400 * 2**20
+
+
+def case(**changes):
+    return dict(dict(preset='small', height=16, width=16, batch=1, mode='forward', variant='default', device='cpu',
+                     warmup=1, repeats=2, threads=2), **changes)
+
+
+def test_a_failing_compile_is_reported(monkeypatch):
+    def broken_compile(model, *args, **kwargs):
+        def compiled(*a, **k):
+            raise RuntimeError('InvalidCxxCompiler: No working C++ compiler found')
+
+        return compiled
+
+    monkeypatch.setattr(torch, 'compile', broken_compile)
+    row = benchmark.measure(case(variant='compile'))
+    assert row['status'].startswith('failed') and 'C++ compiler' in row['status']
+    assert 'median_s' not in row
+
+
+def test_out_of_memory_is_reported_not_fatal():
+    row = benchmark.run_case(case(height=256, width=256, mode='train', repeats=1, memory_limit=64 * 2**20))
+    assert row['status'].startswith('out of memory'), row['status']
+    table = benchmark.format_table([row])
+    assert table.splitlines()[-1].endswith(f"| {row['status']} |") and '| — |' in table
+
+
+def test_plan():
+    settings = dict(devices=['cpu'], presets=['small', 'full'], sizes=[(256, 256)], modes=['forward', 'train'],
+                    variants=None, batch=1, warmup=1, repeats=3, threads=None)
+    quick = benchmark.plan(argparse.Namespace(quick=True, **settings))
+    assert [(c['preset'], c['mode'], c['variant']) for c in quick] == [
+        (preset, mode, variant) for preset, modes in benchmark.QUICK.items() for mode, variants in modes.items()
+        for variant in variants
+    ]
+    every = benchmark.plan(argparse.Namespace(quick=False, **settings))
+    forward = {c['variant'] for c in every if c['mode'] == 'forward'}
+    train = {c['variant'] for c in every if c['mode'] == 'train'}
+    assert train == set(benchmark.VARIANTS) and forward == train - set(benchmark.TRAIN_ONLY)
+
+
+def test_speed_up_is_relative_to_plain_of_the_same_setting():
+    rows = [
+        dict(case(variant='plain'), status='ok', median_s=2.0),
+        dict(case(variant='default'), status='ok', median_s=0.5),
+        dict(case(variant='default', preset='full'), status='ok', median_s=1.0),  # no plain row to compare
+    ]
+    lines = benchmark.format_table(rows).splitlines()
+    assert '| 1.00× |' in lines[2] and '| 4.00× |' in lines[3] and '| — |' in lines[4]
+
+
+@pytest.mark.parametrize('text,size', [('1120x640', (640, 1120)), ('256X256', (256, 256))])
+def test_sizes_are_width_by_height(text, size):
+    assert benchmark.parse_size(text) == size
+
+
+def test_bad_arguments_name_the_value():
+    done = subprocess.run([sys.executable, '-m', 'jude_arch.benchmark', '--sizes', '640by1120'],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "'640by1120' is not WIDTHxHEIGHT" in done.stderr
+    with pytest.raises(ValueError, match="'checkpoint' only changes training"):
+        benchmark.build_case(case(variant='checkpoint'))
