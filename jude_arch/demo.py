@@ -38,7 +38,7 @@ def _run(stage, command, work):
     """Run one BasicSR stage in `work`, showing its progress lines; stop with a clear message if it fails."""
     log_path = work / f'{stage}.log'
     print(f'[demo] {stage}: {" ".join(command[1:])}  (log: {log_path})', flush=True)
-    with open(log_path, 'w') as log, subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE,
+    with open(log_path, 'w', buffering=1) as log, subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE,
                                                       stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         for line in proc.stdout:
             log.write(line)

@@ -207,7 +207,8 @@ class JUDEModel(SRModel):
 
     def test(self, with_kernel=False):
         """Restore self.lq into self.output, clamped to [0, 1] (and self.kernel for JUDE when asked)."""
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        # The bare network: under DDP only rank 0 validates, and a DDP forward there could wait for the others.
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
         with torch.inference_mode(), self._autocast(self.val_precision):
