@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .memory import peak_process_memory
+from .memory import hold_freed_memory, peak_process_memory
 from .photo_io import IMAGE_EXTENSIONS, is_image_file, output_extension, read_photo, write_image
 from .restorer import PRECISIONS, JUDERestorer, RestoreError, read_network_options
 from .visualize import save_intermediates
@@ -39,9 +39,8 @@ def _tile(value):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog='jude-restore', description='Restore dark, blurry photos with a trained JUDE model.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog='jude-restore',
+                                     description='Restore dark, blurry photos with a trained JUDE model.')
     parser.add_argument('-i', '--input', required=True, type=Path, help='image file or folder (walked recursively)')
     parser.add_argument('-o', '--output', required=True, type=Path, help='output folder (created if needed)')
     parser.add_argument('--model-path', required=True, type=Path,
@@ -49,15 +48,18 @@ def build_parser():
     parser.add_argument('--opt', type=Path,
                         help="network options when the checkpoint carries none: a BasicSR options YAML (its "
                         "network_g) or a YAML network dict such as '{type: JUDE, preset: small}'")
-    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
+                        help='auto (default): CUDA when available, else CPU')
     parser.add_argument('--precision', default='fp32', choices=list(PRECISIONS),
-                        help='fp32, or bf16/fp16 autocast (bf16 is the fast one on CPU)')
+                        help='fp32 (default), or bf16/fp16 autocast; bf16 is the half precision for CPUs')
     parser.add_argument('--tile', default='auto', type=_tile,
-                        help="tile side in pixels, 0 for whole images, 'auto' to fit the device's free memory")
+                        help="tile side in pixels, 0 for whole images, or 'auto' (default): the largest tile that "
+                        "fits half of the device's free memory")
     parser.add_argument('--tile-overlap', type=int, help='overlap of neighbouring tiles (default: two kernel widths)')
-    parser.add_argument('--suffix', default='', help='appended to each output file name, e.g. _jude')
+    parser.add_argument('--suffix', default='', help='appended to each output file name, e.g. _jude (default: none)')
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg'],
-                        help="output format; 'auto' keeps the input's (images with alpha never become JPEG)")
+                        help="output format; 'auto' (default) keeps the input's; images with alpha are never "
+                        'saved as JPEG')
     parser.add_argument('--save-intermediates', action='store_true',
                         help=f'also save, under <output>/{INTERMEDIATES_DIR}/, a panel of what JUDE did '
                         '(kernel, stages, Retinex factors), the kernels (.npy) and the per-stage λ/γ (.json)')
@@ -147,7 +149,14 @@ def _summary(done, failures, seconds, device):
 
 
 def main(argv=None):
-    """Run the CLI; returns the exit status (0 all restored, 1 some failed, 2 the run could not start)."""
+    """Run the CLI; returns the exit status (0 all restored, 1 some failed, 2 the run could not start).
+
+    Args:
+        argv (list[str] | None): the arguments; None reads the command line and, since the process is
+            then this command's own, lets malloc keep freed memory for reuse (`hold_freed_memory`).
+    """
+    if argv is None:
+        hold_freed_memory()
     args = build_parser().parse_args(argv)
     if not logger.handlers:
         handler = logging.StreamHandler()

@@ -14,6 +14,7 @@ mosaic of every tile's kernels in the tiles' layout, the maps are cross-faded li
 """
 import io
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -50,15 +51,25 @@ def _rgb_map(tensor):
     return tensor.permute(1, 2, 0).flip(2).numpy()
 
 
-def _fit(image, size, interpolation=cv2.INTER_AREA):
-    """Resize so that the longer side is `size` (an integer factor with nearest-neighbour enlarging)."""
+def _fit(image, size):
+    """Resize so that the longer side is `size` pixels."""
     h, w = image.shape[:2]
-    if interpolation == cv2.INTER_NEAREST:
-        factor = max(1, size // max(h, w))
-        return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST)
     scale = size / max(h, w)
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                      interpolation=interpolation if scale < 1 else cv2.INTER_LINEAR)
+                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def _stack(images, axis, gap):
+    """Images side by side (axis=1) or top to bottom (axis=0), `gap` pixels apart, aligned top-left."""
+    across = max(image.shape[1 - axis] for image in images)
+    parts = []
+    for image in images:
+        missing = across - image.shape[1 - axis]
+        parts.append(cv2.copyMakeBorder(image, 0, missing if axis == 1 else 0, 0, missing if axis == 0 else 0,
+                                        cv2.BORDER_CONSTANT, value=(_BACKGROUND, ) * 3))
+        gap_shape = (across, gap, 3) if axis == 1 else (gap, across, 3)
+        parts.append(np.full(gap_shape, _BACKGROUND, np.uint8))
+    return np.concatenate(parts[:-1], axis=axis)
 
 
 def _kernel_image(kernels, pixel):
@@ -66,7 +77,7 @@ def _kernel_image(kernels, pixel):
 
     With several kernels each gets a frame in its palette colour.
     """
-    tiles = []
+    images = []
     for b, kernel in enumerate(kernels):
         gray = np.round(255 * kernel / max(float(kernel.max()), 1e-12)).astype(np.uint8)
         big = cv2.resize(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), None, fx=pixel, fy=pixel,
@@ -74,29 +85,16 @@ def _kernel_image(kernels, pixel):
         if len(kernels) > 1:
             big = cv2.copyMakeBorder(big, 2, 2, 2, 2, cv2.BORDER_CONSTANT,
                                      value=[float(v) for v in _PALETTE[b % len(_PALETTE)]])
-        tiles.append(big)
-        tiles.append(np.full((tiles[-1].shape[0], 2, 3), _BACKGROUND, np.uint8))
-    return np.concatenate(tiles[:-1], axis=1)
+        images.append(big)
+    return _stack(images, 1, 2)
 
 
 def _kernel_cell(kernels):
-    """The kernel cell: one kernel set untiled, a mosaic in the tiles' layout when tiled."""
+    """The kernel cell: the kernels of one input untiled, a mosaic in the tiles' layout when tiled."""
     rows, cols, num_kernels, k, _ = kernels.shape
     pixel = max(1, CELL // (max(rows, cols * num_kernels) * (k + 2)))
-    blocks = [[_kernel_image(kernels[r, c], pixel) for c in range(cols)] for r in range(rows)]
-    gap = 4 if rows * cols > 1 else 0
-    row_images = []
-    for row in blocks:
-        parts = []
-        for block in row:
-            parts += [block, np.full((block.shape[0], gap, 3), _BACKGROUND, np.uint8)]
-        row_images.append(np.concatenate(parts[:-1] if gap else parts, axis=1))
-    width = max(r.shape[1] for r in row_images)
-    padded = []
-    for r in row_images:
-        padded += [cv2.copyMakeBorder(r, 0, gap, 0, width - r.shape[1], cv2.BORDER_CONSTANT,
-                                      value=(_BACKGROUND, ) * 3)]
-    return np.concatenate(padded, axis=0)
+    return _stack([_stack([_kernel_image(kernels[r, c], pixel) for c in range(cols)], 1, 4) for r in range(rows)],
+                  0, 4)
 
 
 def _weight_map_cell(weight_map, size):
@@ -109,18 +107,7 @@ def _weight_map_cell(weight_map, size):
 def _labelled(image, label):
     bar = np.full((_LABEL_HEIGHT, max(image.shape[1], 8 * len(label) + 8), 3), _BACKGROUND, np.uint8)
     cv2.putText(bar, label, (4, _LABEL_HEIGHT - 7), _FONT, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
-    body = cv2.copyMakeBorder(image, 0, 0, 0, bar.shape[1] - image.shape[1], cv2.BORDER_CONSTANT,
-                              value=(_BACKGROUND, ) * 3)
-    return np.concatenate([bar, body], axis=0)
-
-
-def _row(cells):
-    height = max(c.shape[0] for c in cells)
-    parts = []
-    for cell in cells:
-        parts += [cv2.copyMakeBorder(cell, 0, height - cell.shape[0], 0, _GAP, cv2.BORDER_CONSTANT,
-                                     value=(_BACKGROUND, ) * 3)]
-    return np.concatenate(parts, axis=1)
+    return _stack([bar, image], 0, 0)
 
 
 def _text_rows(lines):
@@ -181,11 +168,9 @@ def render_panel(image, restored, intermediates):
     for t, (lam, gam) in enumerate(zip(lambdas, gammas)):
         lines.append(f'stage {t + 1}: ' + '  '.join(f'{n}={v:.4g}' for n, v in zip(LAMBDA_NAMES + GAMMA_NAMES,
                                                                                    [*lam, *gam])))
-    rows_images = [_row(first), _row(second), _row(third), _text_rows(lines)]
-    width = max(r.shape[1] for r in rows_images) + _GAP
-    panel = [cv2.copyMakeBorder(r, _GAP, 0, _GAP, width - r.shape[1] - _GAP, cv2.BORDER_CONSTANT,
-                                value=(_BACKGROUND, ) * 3) for r in rows_images]
-    return np.concatenate(panel + [np.full((_GAP, width, 3), _BACKGROUND, np.uint8)], axis=0)
+    panel = _stack([_stack(first, 1, _GAP), _stack(second, 1, _GAP), _stack(third, 1, _GAP), _text_rows(lines)],
+                   0, _GAP)
+    return cv2.copyMakeBorder(panel, _GAP, _GAP, _GAP, _GAP, cv2.BORDER_CONSTANT, value=(_BACKGROUND, ) * 3)
 
 
 def hyperparameters(intermediates):
@@ -207,7 +192,7 @@ def save_intermediates(stem, image, restored, intermediates):
     """Write `<stem>_panel.png`, `<stem>_kernel.npy` and `<stem>_params.json`.
 
     Args:
-        stem (Path): output path without extension, e.g. results/intermediates/photo.
+        stem (str | Path): output path without extension, e.g. results/intermediates/photo.
         image (numpy.ndarray): the input as read.
         restored (numpy.ndarray): the restored image.
         intermediates (Intermediates): the restorer's intermediates for this image.
@@ -216,6 +201,7 @@ def save_intermediates(stem, image, restored, intermediates):
         list[Path]: the three files. The .npy holds the kernels as float32 rows×cols×B×k×k (tile grid,
         basis kernels, kernel), each non-negative and summing to 1.
     """
+    stem = Path(stem)
     panel, kernel, params = (stem.with_name(stem.name + suffix) for suffix in ('_panel.png', '_kernel.npy',
                                                                              '_params.json'))
     write_image(panel, render_panel(image, restored, intermediates))
