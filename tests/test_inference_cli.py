@@ -171,7 +171,9 @@ def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
             '        torch.empty(2**24).fill_(1)\n'
             '    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n'
             'default = faults()\n'
-            'print(hold_freed_memory(), default, faults())\n')
+            'held = hold_freed_memory()\n'
+            'faults()  # the first blocks kept are new memory\n'
+            'print(held, default, faults())\n')
     run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     held, default, holding = run.stdout.split()
@@ -179,4 +181,4 @@ def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
         pytest.skip('malloc tuning needs glibc')
     pages = 2**24 * 4 // 4096  # of one tensor
     assert int(default) > 10 * pages * 0.9  # every tensor faults in each of its pages
-    assert int(holding) < 1.5 * pages  # at most the first block is new memory; the others reuse it
+    assert int(holding) < pages // 2  # the kept blocks are reused: (almost) no new pages
