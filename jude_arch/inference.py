@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -158,11 +159,29 @@ def main(argv=None):
     if argv is None:
         hold_freed_memory()
     args = build_parser().parse_args(argv)
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    with _console_logging():
+        return _run(args)
+
+
+@contextmanager
+def _console_logging():
+    """Show this run's messages on stderr, unless the calling application has configured logging."""
+    if logging.getLogger().handlers or logger.handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args):
     start = time.perf_counter()
     try:
         network_opt = read_network_options(args.opt) if args.opt else None
