@@ -7,8 +7,10 @@ Panel rows, every cell labelled:
 3. the Retinex factors: illumination L and reflectance R after the last stage, and the enhanced
    illumination L̂ and denoised reflectance R̂ whose product is the output;
 4. λ1..λ5 and γ_P, γ_Q, γ_Z of each stage.
-Low-light quantities (input, I, L) are shown brightened by one common gain, printed in their labels,
-so the stages stay comparable. With tiles, the tile boxes are drawn on the input, the kernel cell is a
+The input and the stages of I are shown at one common display gain, so the stages stay comparable;
+only the product of the Retinex factors is fixed (L·R = I, L̂·R̂ = output, any scale can move between
+the two), so each factor is scaled to its own 99.5th percentile. Every gain is printed in its label.
+With tiles, the tile boxes are drawn on the input, the kernel cell is a
 mosaic of every tile's kernels in the tiles' layout, the maps are cross-faded like the output and the
 λ/γ rows are tile means (every tile's values are in the JSON file).
 """
@@ -139,7 +141,6 @@ def render_panel(image, restored, intermediates):
     rows, cols = intermediates.kernels.shape[:2]
     num_kernels, k = intermediates.kernels.shape[2:4]
     gain = display_gain(image)
-    g = f'x{gain:.1f}'
 
     shown = _fit(_to_u8(_bgr_float(image)), CELL)
     scale = shown.shape[1] / image.shape[1]
@@ -155,14 +156,17 @@ def render_panel(image, restored, intermediates):
     if 'weight_map' in maps:
         first.append(_labelled(_weight_map_cell(maps['weight_map'], CELL), f'weight map of the {num_kernels} kernels'))
 
-    def cell(bgr, label, brighten=False):
-        return _labelled(_fit(_to_u8(bgr, gain if brighten else 1.0), CELL), label + (f' {g}' if brighten else ''))
+    def cell(bgr, label, scale):
+        return _labelled(_fit(_to_u8(bgr, scale), CELL), f'{label} x{scale:.3g}' if scale != 1 else label)
 
-    second = [cell(_bgr_float(image), 'input', True)]
-    second += [cell(_rgb_map(stage), f'I after stage {t + 1}', True) for t, stage in enumerate(maps['I'])]
-    third = [cell(_rgb_map(maps['L']), 'illumination L', True), cell(_rgb_map(maps['R']), 'reflectance R'),
-             cell(_rgb_map(maps['L_hat']), 'enhanced illumination L^'),
-             cell(_rgb_map(maps['R_hat']), 'denoised reflectance R^')]
+    def factor(name, label):
+        bgr = _rgb_map(maps[name])
+        return cell(bgr, label, 1 / max(float(np.percentile(bgr, 99.5)), 1e-6))
+
+    second = [cell(_bgr_float(image), 'input', gain)]
+    second += [cell(_rgb_map(stage), f'I after stage {t + 1}', gain) for t, stage in enumerate(maps['I'])]
+    third = [factor('L', 'illumination L'), factor('R', 'reflectance R'), factor('L_hat', 'enhanced illum. L^'),
+             factor('R_hat', 'denoised reflect. R^')]
     lambdas, gammas = intermediates.lambdas.mean((0, 1)), intermediates.gammas.mean((0, 1))
     lines = [f'per-stage hyper-parameters{" (mean over tiles)" if rows * cols > 1 else ""}:']
     for t, (lam, gam) in enumerate(zip(lambdas, gammas)):
