@@ -81,9 +81,11 @@ def _save_with_retry(obj, path, what):
             torch.save(obj, tmp)
             os.replace(tmp, path)
             return
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
             get_root_logger().warning(f'Save {what} error: {error}, remaining retry times: {2 - attempt}')
             time.sleep(1)
+    if osp.exists(tmp):
+        os.remove(tmp)
     get_root_logger().warning(f'Still cannot save {path}. Just ignore it.')
 
 
