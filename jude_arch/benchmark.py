@@ -3,6 +3,7 @@
     python -m jude_arch.benchmark --quick                   # the CPU subset, a few minutes on 2 cores
     python -m jude_arch.benchmark                           # every preset × size × mode × variant
     python -m jude_arch.benchmark --presets full --sizes 1120x640 --modes forward --variants default bf16
+    python -m jude_arch.benchmark --quick --flops --json bench.json   # + GFLOP per call, + a JSON record
 
 Sizes are width×height (LOL-Blur frames are 1120x640). Every case runs in a fresh subprocess, so that its
 peak memory is its own and a case that runs out of memory or crashes is reported without ending the run:
@@ -13,7 +14,8 @@ peak memory is its own and a case that runs out of memory or crashes is reported
   address-space limit of the memory available when the benchmark started, so an oversized case fails
   with "out of memory" instead of swapping or drawing the kernel's OOM killer onto other processes.
 Times are the median of `--repeats` calls after `--warmup` calls (synchronised on CUDA); on CPU the
-process's CPU time per call is reported too: on a shared machine it moves less than the wall time.
+process's CPU time per call (all threads) is reported too: with `--threads 1` on a shared machine it
+moves much less than the wall time (with more threads, OpenMP spin-waiting inflates it under contention).
 """
 import argparse
 import json
@@ -116,7 +118,7 @@ def _limit_address_space(limit_bytes):
 
 
 def build_case(case):
-    """The network, input, target and callable one benchmark case times.
+    """Build what one benchmark case times: the network and a call of the measured step on a random input.
 
     Args:
         case (dict): preset, height, width, batch, mode ('forward' | 'train'), variant (see VARIANTS),
@@ -179,6 +181,8 @@ def measure(case):
         torch.set_num_threads(case['threads'])
     row = dict(case, threads=torch.get_num_threads(), status='ok')
     cuda = case['device'].startswith('cuda')
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # as BasicSR's train and test pipelines set it
     try:
         net, step = build_case(case)
         sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -187,15 +191,11 @@ def measure(case):
             before = torch.cuda.memory_allocated()
         else:
             before = rss_bytes() or peak_rss_bytes()
-        # The first call: compilation (compile variant), FLOP count (eager variants), memory high-water mark.
-        counter = FlopCounterMode(display=False) if case['variant'] != 'compile' else nullcontext()
+        # The first call compiles (compile variant) and sets the memory high-water mark.
         start = time.perf_counter()
-        with counter:
-            step()
+        step()
         sync()
         row['first_s'] = time.perf_counter() - start
-        if case['variant'] != 'compile':
-            row['gflop'] = counter.get_total_flops() / 1e9
         for _ in range(case['warmup'] - 1):
             step()
         wall, cpu = [], []
@@ -212,6 +212,12 @@ def measure(case):
             row['cpu_median_s'] = statistics.median(cpu)
         row['peak_bytes'] = (torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()) - before
         row['parameters'] = sum(p.numel() for p in net.parameters())
+        if case.get('flops') and case['variant'] != 'compile':
+            # One more call, after memory and time are taken: FlopCounterMode keeps tensors alive (it
+            # defeats checkpointing's savings) and slows the call down.
+            with FlopCounterMode(display=False) as counter:
+                step()
+            row['gflop'] = counter.get_total_flops() / 1e9
     except (torch.cuda.OutOfMemoryError, MemoryError) as error:
         row['status'] = f'out of memory: {_first_line(error)}'
     except RuntimeError as error:
@@ -256,7 +262,7 @@ def plan(args):
                             continue
                         cases.append(dict(preset=preset, height=height, width=width, batch=args.batch, mode=mode,
                                           variant=variant, device=device, warmup=args.warmup,
-                                          repeats=args.repeats, threads=args.threads))
+                                          repeats=args.repeats, threads=args.threads, flops=args.flops))
     return cases
 
 
@@ -306,6 +312,8 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=1, help='untimed calls before timing (at least 1)')
     parser.add_argument('--repeats', type=int, default=3, help='timed calls; the median is reported')
     parser.add_argument('--threads', type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument('--flops', action='store_true',
+                        help='count FLOPs (convolutions, matmuls; multiply-add = 2) in one extra untimed call')
     parser.add_argument('--timeout', type=float, help='seconds allowed per case (default: no limit)')
     parser.add_argument('--json', metavar='PATH', help='also write machine, settings and rows as JSON')
     parser.add_argument('--worker', help=argparse.SUPPRESS)  # internal: run one case, print its row
@@ -325,8 +333,11 @@ def main(argv=None):
         args.sizes = [parse_size('256x256')] if args.quick else [parse_size(s) for s in SIZES]
     if args.devices is None:
         args.devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
-    if any(d.startswith('cuda') for d in args.devices) and not torch.cuda.is_available():
-        parser.error('--devices names cuda, but torch sees no CUDA device')
+    for device in args.devices:
+        if device != 'cpu' and not device.split(':')[0] == 'cuda':
+            parser.error(f'--devices: {device!r} is not cpu, cuda or cuda:N')
+        if device != 'cpu' and not torch.cuda.is_available():
+            parser.error(f'--devices: {device!r} asked for, but torch sees no CUDA device')
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.json:
@@ -348,6 +359,7 @@ def main(argv=None):
         print(f"{row['median_s']:.3f} s" if row['status'] == 'ok' else row['status'], flush=True)
     print()
     print(format_table(rows))
+    print('\nvariants: ' + '; '.join(f'{name}: {text}' for name, text in VARIANTS.items()))
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k not in ('worker', 'json')}
         with open(args.json, 'w') as f:

@@ -17,7 +17,7 @@ def test_quick_mode_prints_every_promised_row(tmp_path):
     out = tmp_path / 'bench.json'
     done = subprocess.run([
         sys.executable, '-m', 'jude_arch.benchmark', '--quick', '--presets', 'small', '--sizes', '32x24',
-        '--threads', '2', '--json', str(out)
+        '--threads', '2', '--flops', '--json', str(out)
     ], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     promised = [(mode, variant) for mode, variants in benchmark.QUICK['small'].items() for variant in variants]
@@ -83,7 +83,7 @@ def test_out_of_memory_is_reported_not_fatal():
 
 def test_plan():
     settings = dict(devices=['cpu'], presets=['small', 'full'], sizes=[(256, 256)], modes=['forward', 'train'],
-                    variants=None, batch=1, warmup=1, repeats=3, threads=None)
+                    variants=None, batch=1, warmup=1, repeats=3, threads=None, flops=False)
     quick = benchmark.plan(argparse.Namespace(quick=True, **settings))
     assert [(c['preset'], c['mode'], c['variant']) for c in quick] == [
         (preset, mode, variant) for preset, modes in benchmark.QUICK.items() for mode, variants in modes.items()
@@ -114,5 +114,8 @@ def test_bad_arguments_name_the_value():
     done = subprocess.run([sys.executable, '-m', 'jude_arch.benchmark', '--sizes', '640by1120'],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "'640by1120' is not WIDTHxHEIGHT" in done.stderr
+    done = subprocess.run([sys.executable, '-m', 'jude_arch.benchmark', '--devices', 'mps'],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "'mps' is not cpu, cuda or cuda:N" in done.stderr
     with pytest.raises(ValueError, match="'checkpoint' only changes training"):
         benchmark.build_case(case(variant='checkpoint'))
