@@ -1,10 +1,10 @@
 """Install JUDE for BasicSR: `pip install -e .` (install torch and torchvision first, see README).
 
-Besides the `jude_arch` package this installs `jude_basicsr_hook.py` and, at the root of site-packages,
-`jude_basicsr_hook.pth`: at start-up it puts a tiny import hook in place that imports `jude_arch` as soon as
-`basicsr` is imported, so BasicSR's own entry points (`python -m basicsr.train`) know JUDE. The .pth file goes
-into the wheel for regular installs (build_py) and into the editable wheel for `pip install -e .`.
-Switch the hook off with JUDE_BASICSR_HOOK=0.
+Besides the `jude_arch` package this installs, at the root of site-packages, `jude_basicsr_hook.pth`: at
+start-up it puts the tiny import hook of `jude_arch/basicsr_hook.py` in place, which imports `jude_arch` as soon
+as `basicsr` is imported, so BasicSR's own entry points (`python -m basicsr.train`) know JUDE. The .pth file is
+written here (HOOK_LINE) into the wheel for regular installs (build_py) and into the editable wheel for
+`pip install -e .`. Switch the hook off with JUDE_BASICSR_HOOK=0.
 """
 from pathlib import Path
 
@@ -14,6 +14,15 @@ from setuptools.command.editable_wheel import editable_wheel
 
 ROOT = Path(__file__).resolve().parent
 HOOK_PTH = 'jude_basicsr_hook.pth'
+# The .pth line (site runs lines that start with `import`): find the installed jude_arch folder without
+# importing the package (that would import torch at every start-up), load basicsr_hook.py from it by path and
+# install the hook. It does nothing where jude_arch is gone (e.g. a half-uninstalled package).
+HOOK_LINE = ("import importlib.util as u, os, sys; s = u.find_spec('jude_arch'); "
+             "f = s and s.submodule_search_locations and "
+             "os.path.join(list(s.submodule_search_locations)[0], 'basicsr_hook.py'); "
+             "h = f and os.path.isfile(f) and u.spec_from_file_location('_jude_basicsr_hook', f); "
+             "m = h and u.module_from_spec(h); "
+             "m and (h.loader.exec_module(m), sys.modules.setdefault('_jude_basicsr_hook', m).install())\n")
 
 
 def version():
@@ -29,7 +38,7 @@ class BuildPyWithHook(build_py):
     def run(self):
         super().run()
         if not self.editable_mode:
-            self.copy_file(str(ROOT / HOOK_PTH), str(Path(self.build_lib) / HOOK_PTH), preserve_mode=False)
+            (Path(self.build_lib) / HOOK_PTH).write_text(HOOK_LINE)
 
     def get_outputs(self, include_bytecode=True):
         outputs = super().get_outputs(include_bytecode)
@@ -44,7 +53,7 @@ class EditableWheelWithHook(editable_wheel):
 
         wheel_path = super()._create_wheel_file(bdist_wheel)
         with WheelFile(wheel_path, 'a') as wheel:
-            wheel.write(str(ROOT / HOOK_PTH), arcname=HOOK_PTH)
+            wheel.writestr(HOOK_PTH, HOOK_LINE)
         return wheel_path
 
 
@@ -57,7 +66,6 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.9',
     packages=find_packages(include=['jude_arch', 'jude_arch.*']),
-    py_modules=['jude_basicsr_hook'],
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
     install_requires=[
         'basicsr>=1.4.2',
@@ -74,7 +82,7 @@ setup(
         # basicsr imports distutils, which Python 3.12 dropped; setuptools provides it again.
         'setuptools; python_version >= "3.12"',
     ],
-    extras_require={'test': ['pytest>=7']},
+    extras_require={'test': ['pytest>=7', 'pytest-timeout']},
     entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main']},
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -1,15 +1,16 @@
 """Shims that let BasicSR 1.4.2 run on today's torch and on machines without CUDA (BASICSR_NOTES).
 
 `apply_import_shims` must run before anything imports basicsr; `jude_arch/__init__.py` calls it first (and the
-`jude_basicsr_hook` does when basicsr is imported on its own). `apply_runtime_shims` patches three BasicSR
-functions that assume CUDA; `import jude_arch` applies it, so `jude_arch/train.py`, `jude_arch/test.py` and,
-through the hook, `python -m basicsr.train` all get the fixes.
+import hook of `jude_arch/basicsr_hook.py` does when basicsr is imported on its own). `apply_runtime_shims`
+patches three BasicSR functions that assume CUDA; `import jude_arch` applies it, so `jude_arch/train.py`,
+`jude_arch/test.py` and, through the hook, `python -m basicsr.train` all get the fixes.
 """
 import os
 
 import torch
 import torch.distributed as dist
-from jude_basicsr_hook import apply_import_shims
+
+from .basicsr_hook import apply_import_shims
 
 __all__ = ['apply_import_shims', 'apply_runtime_shims', 'dist_backend', 'load_resume_state']
 

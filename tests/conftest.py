@@ -10,6 +10,15 @@ from jude_arch.data.blur_kernels import camera_shake_kernel
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+TEST_TIMEOUT_S = 600
+
+
+def pytest_collection_modifyitems(items):
+    # A hang fails its own test (pytest-timeout prints where it hung) instead of stalling CI to its limit.
+    for item in items:
+        if item.get_closest_marker('timeout') is None:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+
 
 def load_photo(name='astronaut', size=256):
     """A scikit-image sample photo as a 1×3×size×size float64 tensor in [0, 1]."""

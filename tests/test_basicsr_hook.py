@@ -14,7 +14,8 @@ import pytest
 
 from training_helpers import PYTHON, ROOT, eval_options, run, tiny_lolblur, tiny_options, write_yaml
 
-HOOK_FILES = {'jude_basicsr_hook.pth', 'jude_basicsr_hook.py'}
+HOOK_FILES = {'jude_basicsr_hook.pth', 'jude_arch/basicsr_hook.py'}
+HOOK_MODULE = '_jude_basicsr_hook'  # the name the .pth line loads jude_arch/basicsr_hook.py under
 
 
 @pytest.fixture(scope='module')
@@ -55,10 +56,11 @@ def test_basicsr_train_and_test_modules_find_jude(data, tmp_path, basicsr_root):
 
 def test_the_hook_is_lazy(tmp_path):
     """Start-up puts the finder in place and imports nothing heavy; importing basicsr brings in JUDE."""
-    code = ('import sys, jude_basicsr_hook as h; before = ("torch" in sys.modules, "jude_arch" in sys.modules, '
-            'h.BasicSRHook in sys.meta_path); import basicsr; '
+    code = (f'import sys; h = sys.modules["{HOOK_MODULE}"]; '
+            'before = ("torch" in sys.modules, "jude_arch" in sys.modules, '
+            'h.installed()); import basicsr; '
             'from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY, LOSS_REGISTRY, DATASET_REGISTRY; '
-            'print(before, "jude_arch" in sys.modules, h.BasicSRHook in sys.meta_path, '
+            'print(before, "jude_arch" in sys.modules, h.installed(), '
             '"JUDE" in ARCH_REGISTRY, "JUDEModel" in MODEL_REGISTRY, "JUDELoss" in LOSS_REGISTRY, '
             '"LOLBlurDataset" in DATASET_REGISTRY)')
     assert python(code, tmp_path) == '(False, False, True) True False True True True True'
@@ -68,7 +70,8 @@ def test_the_hook_can_be_switched_off(tmp_path):
     # With the hook off nothing applies the torchvision shim either, so the test applies it by hand.
     code = ('import sys, torchvision.transforms.functional as F; '
             'sys.modules["torchvision.transforms.functional_tensor"] = F; import basicsr; '
-            'from basicsr.utils.registry import ARCH_REGISTRY; print("jude_arch" in sys.modules, "JUDE" in ARCH_REGISTRY)')
+            'from basicsr.utils.registry import ARCH_REGISTRY; '
+            'print("jude_arch" in sys.modules, "JUDE" in ARCH_REGISTRY)')
     assert python(code, tmp_path, JUDE_BASICSR_HOOK='0') == 'False False'
     assert python(code, tmp_path, JUDE_BASICSR_HOOK='1') == 'True True'
 
@@ -112,4 +115,23 @@ def test_this_environment_has_the_hook_installed():
     purelib = Path(sysconfig.get_paths()['purelib'])
     if not (purelib / 'jude_basicsr_hook.pth').is_file():
         pytest.fail(f'{purelib}/jude_basicsr_hook.pth missing: reinstall the package (pip install -e .)')
-    assert sys.modules.get('jude_basicsr_hook') is not None
+    assert sys.modules.get(HOOK_MODULE) is not None
+
+
+def test_the_hook_is_installed_once_however_often_the_file_is_loaded(tmp_path):
+    # site runs a venv's .pth files twice when lib64 links to lib, and jude_arch.basicsr_hook is one more copy.
+    script = tmp_path / 'twice.py'
+    script.write_text(
+        'import importlib.util as u, sys\n'
+        f'path = {str(ROOT / "jude_arch" / "basicsr_hook.py")!r}\n'
+        'sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "is_jude_basicsr_hook", False)]\n'
+        'for name in ("copy_a", "copy_b"):\n'
+        '    spec = u.spec_from_file_location(name, path)\n'
+        '    module = u.module_from_spec(spec)\n'
+        '    spec.loader.exec_module(module)\n'
+        '    module.install()\n'
+        'print(sum(getattr(f, "is_jude_basicsr_hook", False) for f in sys.meta_path), end=" ")\n'
+        'import basicsr\n'
+        'from basicsr.utils.registry import ARCH_REGISTRY\n'
+        'print(sum(getattr(f, "is_jude_basicsr_hook", False) for f in sys.meta_path), "JUDE" in ARCH_REGISTRY)\n')
+    assert run([PYTHON, str(script)], cwd=tmp_path).strip().splitlines()[-1] == '1 0 True'

@@ -1,6 +1,4 @@
 """JUDEModel in process: checkpoints, EMA, precision, clipping, schedule checks, validation on full frames."""
-import copy
-
 import cv2
 import numpy as np
 import pytest
@@ -159,7 +157,7 @@ def full_frame(tmp_path_factory):
 def test_validation_on_a_full_frame(data, tmp_path, full_frame, tile):
     val = {'tile': tile, 'tb_images': 1, 'save_img': True,
            'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}}
-    model, opt = make_model(data, tmp_path, val=val)
+    model, _ = make_model(data, tmp_path, val=val)
     dataset_opt = {'name': 'full', 'type': 'LOLBlurDataset', 'dataroot_lq': str(full_frame / 'lq'),
                    'dataroot_gt': str(full_frame / 'gt'), 'io_backend': {'type': 'disk'}, 'phase': 'val', 'scale': 1}
     loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False)

@@ -123,7 +123,8 @@ def test_stock_srmodel_trains_jude_with_judeloss(data, tmp_path, monkeypatch):
 
 def test_judemodel_trains_a_stock_basicsr_arch(data, tmp_path, monkeypatch):
     swinir = {'type': 'SwinIR', 'upscale': 1, 'in_chans': 3, 'img_size': 32, 'window_size': 8, 'img_range': 1.0,
-              'depths': [1], 'embed_dim': 12, 'num_heads': [2], 'mlp_ratio': 2, 'upsampler': '', 'resi_connection': '1conv'}
+              'depths': [1], 'embed_dim': 12, 'num_heads': [2], 'mlp_ratio': 2, 'upsampler': '',
+              'resi_connection': '1conv'}
     opt = tiny_options(data, 'mix_swinir', total_iter=4, network=swinir, val={'save_img': False})
     checkpoint, log = train_in_process(opt, tmp_path, monkeypatch)
     assert 'Model [JUDEModel] is created.' in log and 'Network: SwinIR' in log

@@ -34,7 +34,10 @@ def worker_map(workers, initializer=None):
     if workers == 1:
         yield lambda function, items, chunksize=1: map(function, items)
         return
-    pool = multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(initializer, ))
+    # 'spawn', not Linux's default 'fork': a process forked while another thread holds a lock (torch's OpenMP
+    # pool, a TensorBoard writer, logging) can deadlock in the child. Spawned workers start clean; they
+    # re-import the worker's module, so `function` and `initializer` must be module-level.
+    pool = multiprocessing.get_context('spawn').Pool(workers, initializer=_init_worker, initargs=(initializer, ))
     try:
         yield lambda function, items, chunksize=1: pool.imap(function, items, chunksize)
     finally:

@@ -197,8 +197,7 @@ def _source_photos(source, out_root):
 
 
 def _single_thread():
-    # One thread per worker process: the processes are the parallelism (and forked workers must not use
-    # the parent's OpenMP pool).
+    # One thread per worker process: the processes are the parallelism.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 

@@ -1,9 +1,11 @@
 """Make BasicSR's own entry points see JUDE: import `jude_arch` right after `basicsr` is imported.
 
-Installed with the package as `jude_basicsr_hook.pth` in site-packages, whose one line calls `install()` at
-interpreter start-up. `install()` only puts a finder on `sys.meta_path`; it imports nothing else (no torch, no
-jude_arch), so programs that never import basicsr pay one string comparison per new top-level import. When
-`basicsr` is imported, the finder steps aside, finds basicsr's real module spec and wraps its loader:
+`pip install` (regular or editable) also puts `jude_basicsr_hook.pth` in site-packages (see setup.py). Its one
+line, run at interpreter start-up, loads this file by path (as the module `_jude_basicsr_hook`, without
+importing the `jude_arch` package, which would import torch) and calls `install()`. That only puts a finder
+on `sys.meta_path`, so programs that never import basicsr pay one string comparison per new top-level
+import. When `basicsr` is imported, the finder steps aside, finds basicsr's real module spec and wraps its
+loader:
 
 1. before basicsr's code runs: the torchvision shim (`apply_import_shims`, the one BASICSR_NOTES shim that
    must precede `import basicsr`);
@@ -11,7 +13,8 @@ jude_arch), so programs that never import basicsr pay one string comparison per 
 3. after it: `import jude_arch`, which registers JUDE's archs, models, losses and datasets and applies the
    run-time shims, so `python -m basicsr.train -opt <a JUDE config>` finds `type: JUDE`.
 
-Off switch: set the environment variable JUDE_BASICSR_HOOK=0 (read when basicsr is imported).
+This module imports nothing but `os` and `sys`. Off switch: the environment variable JUDE_BASICSR_HOOK=0
+(read when basicsr is imported).
 """
 import os
 import sys
@@ -70,6 +73,10 @@ class _HookedLoader:
 class BasicSRHook:
     """Meta-path finder that intercepts the first `import basicsr` and then removes itself."""
 
+    # Finders are recognised by this mark, not by identity: this file can be loaded more than once (site
+    # runs a venv's .pth files twice when lib64 links to lib; `jude_arch.basicsr_hook` is another copy).
+    is_jude_basicsr_hook = True
+
     @classmethod
     def find_spec(cls, fullname, path=None, target=None):
         if fullname != HOST or not enabled():
@@ -85,13 +92,21 @@ class BasicSRHook:
         return None
 
 
+def _is_hook(finder):
+    return getattr(finder, 'is_jude_basicsr_hook', False) is True
+
+
+def installed():
+    """True while a JUDE hook (from any copy of this file) is on sys.meta_path."""
+    return any(_is_hook(finder) for finder in sys.meta_path)
+
+
 def install():
     """Put the hook first on sys.meta_path (once) unless basicsr is already imported."""
-    if HOST not in sys.modules and BasicSRHook not in sys.meta_path:
+    if HOST not in sys.modules and not installed():
         sys.meta_path.insert(0, BasicSRHook)
 
 
 def uninstall():
-    """Remove the hook from sys.meta_path."""
-    while BasicSRHook in sys.meta_path:
-        sys.meta_path.remove(BasicSRHook)
+    """Remove every JUDE hook from sys.meta_path."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not _is_hook(finder)]
