@@ -77,6 +77,7 @@ setup(
         'tb-nightly',
         'addict',
         'numpy',
+        'Pillow',
         'scikit-image',
         'tqdm',
         # basicsr imports distutils, which Python 3.12 dropped; setuptools provides it again.

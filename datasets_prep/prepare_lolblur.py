@@ -6,19 +6,10 @@ See `jude_arch.data.lolblur_lmdb.prepare_lolblur` for what is checked and how a 
 leaves the output folder untouched.
 """
 import argparse
-import signal
-import sys
 
-from jude_arch.data.image_io import ImageDataError
+from jude_arch.data.cli import positive_int, run_tool
 from jude_arch.data.lolblur_layout import LQ_FOLDERS, SPLITS
 from jude_arch.data.lolblur_lmdb import prepare_lolblur
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be ≥ 1, got {value}')
-    return value
 
 
 def main(argv=None):
@@ -28,21 +19,13 @@ def main(argv=None):
     parser.add_argument('--lq', default='low_blur_noise', choices=LQ_FOLDERS,
                         help='LQ folder (default: %(default)s); the GT is always high_sharp_scaled')
     parser.add_argument('--splits', nargs='+', default=list(SPLITS), help='splits to pack (default: train test)')
-    parser.add_argument('--workers', type=_positive_int, default=1,
+    parser.add_argument('--workers', type=positive_int, default=1,
                         help='processes that decode and encode (default: 1)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace existing LMDBs once the new ones are complete')
     args = parser.parse_args(argv)
-    # `kill` (SIGTERM) cleans up like Ctrl-C instead of leaving the staging folder behind.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        result = prepare_lolblur(args.root, args.out, lq=args.lq, splits=args.splits, overwrite=args.overwrite,
-                                 workers=args.workers)
-    except (ImageDataError, OSError) as error:
-        sys.exit(f'error: {error}')
-    except KeyboardInterrupt:
-        print(f'interrupted: {args.out} was left as it was', file=sys.stderr)
-        sys.exit(130)
+    result = run_tool(lambda: prepare_lolblur(args.root, args.out, lq=args.lq, splits=args.splits,
+                                              overwrite=args.overwrite, workers=args.workers), args.out)
     for split, info in result.items():
         print(f'{split}: {info["frames"]} pairs -> {info["lq"]}, {info["gt"]}')
 

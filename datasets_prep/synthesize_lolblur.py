@@ -7,9 +7,8 @@ The degradation model and every knob are described in `jude_arch.data.synthesis`
 """
 import argparse
 import dataclasses
-import signal
-import sys
 
+from jude_arch.data.cli import positive_int, run_tool
 from jude_arch.data.image_io import ImageDataError
 from jude_arch.data.synthesis import Degradation, synthesize_lolblur
 
@@ -24,24 +23,17 @@ _HELP = {
 }
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be ≥ 1, got {value}')
-    return value
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--source', default='skimage',
                         help="folder of sharp photos (searched recursively) or 'skimage' for scikit-image's bundled "
                         'photos (default)')
     parser.add_argument('--out', required=True, help='output root; train/ and test/ are written in it')
-    parser.add_argument('--size', type=_positive_int, default=256, help='side of the square frames (default: 256)')
-    parser.add_argument('--frames-per-photo', type=_positive_int, default=4, help='frames per photo (default: 4)')
+    parser.add_argument('--size', type=positive_int, default=256, help='side of the square frames (default: 256)')
+    parser.add_argument('--frames-per-photo', type=positive_int, default=4, help='frames per photo (default: 4)')
     parser.add_argument('--test-photos', type=int, default=2, help='photos held out for test/ (default: 2)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
-    parser.add_argument('--workers', type=_positive_int, default=1, help='processes (default: 1)')
+    parser.add_argument('--workers', type=positive_int, default=1, help='processes (default: 1)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing train/ and test/ in --out')
     knobs = parser.add_argument_group('degradation (ranges are MIN MAX)')
     for field in dataclasses.fields(Degradation):
@@ -53,16 +45,10 @@ def main(argv=None):
                            help=f'{_HELP[field.name]} (default: {default})')
     args = parser.parse_args(argv)
     degradation = {field.name: getattr(args, field.name) for field in dataclasses.fields(Degradation)}
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` cleans up like Ctrl-C
-    try:
-        summary = synthesize_lolblur(args.source, args.out, size=args.size, frames_per_photo=args.frames_per_photo,
-                                     test_photos=args.test_photos, seed=args.seed, workers=args.workers,
-                                     overwrite=args.overwrite, **degradation)
-    except (ImageDataError, ValueError, OSError) as error:
-        sys.exit(f'error: {error}')
-    except KeyboardInterrupt:
-        print(f'interrupted: {args.out} was left as it was', file=sys.stderr)
-        sys.exit(130)
+    summary = run_tool(lambda: synthesize_lolblur(
+        args.source, args.out, size=args.size, frames_per_photo=args.frames_per_photo, test_photos=args.test_photos,
+        seed=args.seed, workers=args.workers, overwrite=args.overwrite, **degradation),
+        args.out, errors=(ImageDataError, ValueError, OSError))
     for split in ('train', 'test'):
         info = summary[split]
         if info['photos']:

@@ -25,6 +25,7 @@ def test_two_processes_train_validate_on_rank_0_and_resume(data, tmp_path):
     # No EMA: rank 0 validates with the trained network itself, which DDP wraps.
     opt = tiny_options(data, NAME, total_iter=4, periods=[8], val={'save_img': True}, train={'ema_decay': 0})
     opt['datasets']['train']['batch_size_per_gpu'] = 1  # total batch 2 over the two processes
+    opt['network_g']['checkpoint_stages'] = True  # as in the phase files: checkpointing under DDP
     torchrun(write_yaml(opt, tmp_path / 'train.yml'), tmp_path)
     first = train_log(tmp_path / 'experiments', NAME)
     assert 'World size (gpu number): 2' in first

@@ -14,8 +14,6 @@ Nothing half-written ever reaches `<out>`:
    `overwrite`); on any error or interruption the staging folder is removed and `<out>` is as it was.
 """
 import contextlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -26,6 +24,7 @@ from tqdm import tqdm
 from .image_io import ImageDataError, image_header, read_image
 from .lolblur_layout import GT_FOLDER, LQ_FOLDERS, SPLITS, pair_frames
 from .parallel import worker_map
+from .staging import staged_outputs
 
 COMPRESS_LEVEL = 1  # PNG compression inside the LMDB: BasicSR's default, fast to decode while training
 _PAGE = 4096
@@ -72,20 +71,9 @@ def prepare_lolblur(root, out, *, lq='low_blur_noise', splits=SPLITS, overwrite=
             keys, lq_paths, gt_paths, map_size = _check_split(root, split, lq, imap)
             jobs += [(names[split]['lq'], keys, lq_paths, map_size), (names[split]['gt'], keys, gt_paths, map_size)]
             result[split] = {'lq': out / names[split]['lq'], 'gt': out / names[split]['gt'], 'frames': len(keys)}
-        created_out = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix='.prepare_lolblur-', dir=out))
-        try:
+        with staged_outputs(out, [job[0] for job in jobs], overwrite=overwrite, prefix='.prepare_lolblur-') as staging:
             for name, keys, paths, map_size in jobs:
                 _write_lmdb(staging / name, keys, paths, map_size, imap)
-            _move_into_place(staging, out, [job[0] for job in jobs], overwrite)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            if created_out:
-                with contextlib.suppress(OSError):  # only if still empty
-                    out.rmdir()
-            raise
-        shutil.rmtree(staging)
     return result
 
 
@@ -146,24 +134,3 @@ def _write_lmdb(path, keys, paths, map_size, imap):
             maker.close()
         raise
     maker.close()
-
-
-def _move_into_place(staging, out, names, overwrite):
-    """Move the complete LMDBs from `staging` to `out`; if interrupted, put back what was replaced."""
-    replaced = staging / 'replaced'
-    replaced.mkdir()
-    moved_away = []
-    try:
-        for name in names:
-            target = out / name
-            if target.exists():
-                if not overwrite:  # appeared while this run was writing
-                    raise ImageDataError(f'{target}: already exists; pass --overwrite to replace it')
-                target.rename(replaced / name)
-                moved_away.append(name)
-            (staging / name).rename(target)
-    except BaseException:
-        for name in moved_away:
-            if not (out / name).exists():
-                (replaced / name).rename(out / name)
-        raise

@@ -27,8 +27,6 @@ arguments give byte-identical files for any number of workers.
 import contextlib
 import dataclasses
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -42,6 +40,7 @@ from .blur_kernels import camera_shake_kernel
 from .image_io import ImageDataError, read_image
 from .lolblur_layout import GT_FOLDER, KERNEL_FOLDER, ORIGINAL_FOLDER, list_images
 from .parallel import worker_map
+from .staging import staged_outputs
 
 # scikit-image's colour photographs of everyday scenes that ship inside the package (no download). Its other
 # colour samples are graphics, microscopy or astronomy (mostly white or mostly black), or need a download.
@@ -155,26 +154,11 @@ def synthesize_lolblur(source, out_root, *, size=256, frames_per_photo=4, test_p
     held_out = set(np.random.default_rng(seed).permutation(len(photos))[:test_photos].tolist())
     tasks = [(path, 'test' if index in held_out else 'train', index, frames_per_photo, size, seed, degradation)
              for index, path in enumerate(photos)]
-    created_root = not out_root.exists()
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix='.synthesize_lolblur-', dir=out_root))
-    try:
-        with worker_map(workers, initializer=_single_thread) as imap:
-            videos = imap(_synthesize_video, [(*task, staging) for task in tasks])
-            for _ in tqdm(videos, total=len(tasks), desc='synthesize', unit='photo'):
-                pass
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created_root:
-            with contextlib.suppress(OSError):  # only if still empty
-                out_root.rmdir()
-        raise
-    for split in ('train', 'test'):
-        if (out_root / split).exists():
-            shutil.rmtree(out_root / split)
-        if (staging / split).exists():
-            (staging / split).rename(out_root / split)
-    shutil.rmtree(staging)
+    with staged_outputs(out_root, ('train', 'test'), overwrite=overwrite, prefix='.synthesize_lolblur-') as staging, \
+            worker_map(workers, initializer=_single_thread) as imap:
+        videos = imap(_synthesize_video, [(*task, staging) for task in tasks])
+        for _ in tqdm(videos, total=len(tasks), desc='synthesize', unit='photo'):
+            pass
     summary = {'root': out_root}
     for split in ('train', 'test'):
         split_photos = [path for path, task_split, *_ in tasks if task_split == split]

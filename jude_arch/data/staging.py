@@ -1,0 +1,67 @@
+"""Outputs that appear complete or not at all: write them in a hidden staging folder, then swap them in."""
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from .image_io import ImageDataError
+
+
+@contextlib.contextmanager
+def staged_outputs(out, names, *, overwrite, prefix):
+    """Yield a staging folder inside `out`; when the block ends without error, swap `names` into `out`.
+
+    The names are replaced as a set: each staged `staging/<name>` takes the place of `out/<name>`, and an
+    existing `out/<name>` that the block did not stage is removed with the others. An existing output is
+    replaced only with `overwrite` (it may have appeared while the block ran). On any error or interruption,
+    in the block or during the swap, every output is put back as it was, the staging folder is removed, and
+    so is `out` when this created it and it is still empty.
+
+    Args:
+        out (str | Path): output folder (created if missing).
+        names (Sequence[str]): the file or folder names this run writes in `out`.
+        overwrite (bool): allow replacing existing outputs.
+        prefix (str): name prefix of the staging folder (start it with '.' to hide it).
+
+    Yields:
+        Path: the staging folder, on the same file system as `out` (so the swap is a rename).
+    """
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=out))
+    try:
+        yield staging
+        _swap_in(staging, out, names, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):  # only if still empty
+                out.rmdir()
+        raise
+    shutil.rmtree(staging)
+
+
+def _swap_in(staging, out, names, overwrite):
+    replaced = staging / '.replaced'
+    replaced.mkdir()
+    done = []  # (name, old output moved away, new output moved in)
+    try:
+        for name in names:
+            target, new = out / name, staging / name
+            had_old = target.exists()
+            if had_old:
+                if not overwrite:
+                    raise ImageDataError(f'{target}: already exists; pass --overwrite to replace it')
+                target.rename(replaced / name)
+            done.append([name, had_old, False])
+            if new.exists():
+                new.rename(target)
+                done[-1][2] = True
+    except BaseException:
+        for name, had_old, moved_in in reversed(done):
+            if moved_in:
+                (out / name).rename(staging / name)
+            if had_old:
+                (replaced / name).rename(out / name)
+        raise
