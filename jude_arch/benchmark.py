@@ -334,7 +334,7 @@ def main(argv=None):
     if args.devices is None:
         args.devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     for device in args.devices:
-        if device != 'cpu' and not device.split(':')[0] == 'cuda':
+        if device != 'cpu' and device.split(':')[0] != 'cuda':
             parser.error(f'--devices: {device!r} is not cpu, cuda or cuda:N')
         if device != 'cpu' and not torch.cuda.is_available():
             parser.error(f'--devices: {device!r} asked for, but torch sees no CUDA device')

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .image_io import ImageDataError, image_header, read_image
 from .lolblur_layout import GT_FOLDER, LQ_FOLDERS, SPLITS, pair_frames
 from .parallel import worker_map
-from .staging import staged_outputs
+from .staging import refuse_existing, staged_outputs
 
 COMPRESS_LEVEL = 1  # PNG compression inside the LMDB: BasicSR's default, fast to decode while training
 _PAGE = 4096
@@ -59,11 +59,7 @@ def prepare_lolblur(root, out, *, lq='low_blur_noise', splits=SPLITS, overwrite=
     if out.exists() and not out.is_dir():
         raise ImageDataError(f'{out}: exists and is not a folder')
     names = {split: {kind: f'{split}_{kind}.lmdb' for kind in ('lq', 'gt')} for split in splits}
-    if not overwrite:
-        for split in splits:
-            for name in names[split].values():
-                if (out / name).exists():
-                    raise ImageDataError(f'{out / name}: already exists; pass --overwrite to replace it')
+    refuse_existing(out, [name for split in splits for name in names[split].values()], overwrite)
 
     with worker_map(workers) as imap:
         jobs, result = [], {}

@@ -7,6 +7,15 @@ from pathlib import Path
 from .image_io import ImageDataError
 
 
+def refuse_existing(out, names, overwrite):
+    """Raise ImageDataError naming the first `out/<name>` that exists, unless `overwrite`."""
+    if overwrite:
+        return
+    for name in names:
+        if (Path(out) / name).exists():
+            raise ImageDataError(f'{Path(out) / name}: already exists; pass --overwrite to replace it')
+
+
 @contextlib.contextmanager
 def staged_outputs(out, names, *, overwrite, prefix):
     """Yield a staging folder inside `out`; when the block ends without error, swap `names` into `out`.
@@ -43,25 +52,21 @@ def staged_outputs(out, names, *, overwrite, prefix):
 
 
 def _swap_in(staging, out, names, overwrite):
+    refuse_existing(out, names, overwrite)  # again: an output may have appeared while the block ran
     replaced = staging / '.replaced'
     replaced.mkdir()
-    done = []  # (name, old output moved away, new output moved in)
+    moved_away, moved_in = [], []
     try:
         for name in names:
-            target, new = out / name, staging / name
-            had_old = target.exists()
-            if had_old:
-                if not overwrite:
-                    raise ImageDataError(f'{target}: already exists; pass --overwrite to replace it')
-                target.rename(replaced / name)
-            done.append([name, had_old, False])
-            if new.exists():
-                new.rename(target)
-                done[-1][2] = True
+            if (out / name).exists():
+                (out / name).rename(replaced / name)
+                moved_away.append(name)
+            if (staging / name).exists():
+                (staging / name).rename(out / name)
+                moved_in.append(name)
     except BaseException:
-        for name, had_old, moved_in in reversed(done):
-            if moved_in:
-                (out / name).rename(staging / name)
-            if had_old:
-                (replaced / name).rename(out / name)
+        for name in moved_in:
+            (out / name).rename(staging / name)
+        for name in moved_away:
+            (replaced / name).rename(out / name)
         raise

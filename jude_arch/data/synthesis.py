@@ -38,9 +38,9 @@ from tqdm import tqdm
 from ..archs import blur
 from .blur_kernels import camera_shake_kernel
 from .image_io import ImageDataError, read_image
-from .lolblur_layout import GT_FOLDER, KERNEL_FOLDER, ORIGINAL_FOLDER, list_images
+from .lolblur_layout import GT_FOLDER, KERNEL_FOLDER, ORIGINAL_FOLDER, SPLITS, list_images
 from .parallel import worker_map
-from .staging import staged_outputs
+from .staging import refuse_existing, staged_outputs
 
 # scikit-image's colour photographs of everyday scenes that ship inside the package (no download). Its other
 # colour samples are graphics, microscopy or astronomy (mostly white or mostly black), or need a download.
@@ -146,21 +146,18 @@ def synthesize_lolblur(source, out_root, *, size=256, frames_per_photo=4, test_p
     if len(photos) <= test_photos:
         raise ImageDataError(f'{source}: {len(photos)} photo(s), but {test_photos} are held out for testing and '
                              'at least one is needed for training')
-    if not overwrite:
-        for split in ('train', 'test'):
-            if (out_root / split).exists():
-                raise ImageDataError(f'{out_root / split}: already exists; pass --overwrite to replace it')
+    refuse_existing(out_root, SPLITS, overwrite)
 
     held_out = set(np.random.default_rng(seed).permutation(len(photos))[:test_photos].tolist())
     tasks = [(path, 'test' if index in held_out else 'train', index, frames_per_photo, size, seed, degradation)
              for index, path in enumerate(photos)]
-    with staged_outputs(out_root, ('train', 'test'), overwrite=overwrite, prefix='.synthesize_lolblur-') as staging, \
+    with staged_outputs(out_root, SPLITS, overwrite=overwrite, prefix='.synthesize_lolblur-') as staging, \
             worker_map(workers, initializer=_single_thread) as imap:
         videos = imap(_synthesize_video, [(*task, staging) for task in tasks])
         for _ in tqdm(videos, total=len(tasks), desc='synthesize', unit='photo'):
             pass
     summary = {'root': out_root}
-    for split in ('train', 'test'):
+    for split in SPLITS:
         split_photos = [path for path, task_split, *_ in tasks if task_split == split]
         summary[split] = {'photos': split_photos, 'frames': len(split_photos) * frames_per_photo}
     return summary
