@@ -120,13 +120,16 @@ def _encode_png(path):
 
 def _write_lmdb(path, keys, paths, map_size, imap):
     """Write one LMDB (values: PNG bytes; BasicSR's meta_info.txt) from the frames at `paths`."""
-    maker = LmdbMaker(str(path), map_size=map_size, compress_level=COMPRESS_LEVEL)
-    try:
-        encoded = zip(keys, imap(_encode_png, paths, 4))
-        for key, (data, shape) in tqdm(encoded, total=len(paths), desc=path.name, unit='img'):
-            maker.put(data, key, shape)
-    except BaseException:
-        with contextlib.suppress(lmdb.Error):  # the LMDB is discarded: only release its files
-            maker.close()
-        raise
+    # The bar exists before the LMDB and is closed by `with` whatever happens: a Ctrl-C while writing ends
+    # its line, so the tool's "interrupted" message starts on a line of its own.
+    with tqdm(total=len(paths), desc=path.name, unit='img') as bar:
+        maker = LmdbMaker(str(path), map_size=map_size, compress_level=COMPRESS_LEVEL)
+        try:
+            for key, (data, shape) in zip(keys, imap(_encode_png, paths, 4)):
+                maker.put(data, key, shape)
+                bar.update()
+        except BaseException:
+            with contextlib.suppress(lmdb.Error):  # the LMDB is discarded: only release its files
+                maker.close()
+            raise
     maker.close()
