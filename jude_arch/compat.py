@@ -87,10 +87,14 @@ def load_resume_state(opt):
 
 
 def apply_runtime_shims():
-    """Patch BasicSR's distributed init and resume loader (BASICSR_NOTES shims 2 and 3)."""
+    """Patch BasicSR's distributed init and resume loader (BASICSR_NOTES shims 2 and 3), and its network
+    loader: `weights_only=True` on every torch version, and the authors' released checkpoint understood."""
     import basicsr.train
     from basicsr.utils import dist_util
+
+    from .checkpoint_io import install_basicsr_loader
 
     dist_util._init_dist_pytorch = _init_dist_pytorch
     dist_util._init_dist_slurm = _init_dist_slurm
     basicsr.train.load_resume_state = load_resume_state
+    install_basicsr_loader()

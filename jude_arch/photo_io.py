@@ -6,13 +6,13 @@ ignores the EXIF orientation a phone writes instead of rotating the pixels, so t
 here (with Pillow, from the header) and applied to the decoded array.
 """
 import io
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from .checkpoint_io import atomic_write
 from .data.image_io import IMAGE_EXTENSIONS, ImageDataError, decode_image, is_image_file
 
 __all__ = ['IMAGE_EXTENSIONS', 'ImageDataError', 'is_image_file', 'output_extension', 'read_photo', 'write_bytes',
@@ -129,12 +129,4 @@ def write_bytes(path, data):
         path (str | Path): target file.
         data (bytes): file content.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.part')  # same folder: the rename is atomic
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))

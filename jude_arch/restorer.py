@@ -25,8 +25,6 @@ only decides how much of the image goes through the network at once:
 import inspect
 import logging
 import math
-import pickle
-import re
 from copy import deepcopy
 from dataclasses import dataclass, field
 
@@ -35,6 +33,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from .checkpoint_io import CheckpointError, convert_if_released, read_checkpoint, state_dict_of
 from .memory import PeakTensorMemory, available_memory
 from .tiling import TileGrid
 
@@ -81,44 +80,6 @@ def read_network_options(path):
     return options
 
 
-def _read_checkpoint(path):
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except FileNotFoundError:
-        raise RestoreError(f'{path}: no such checkpoint file') from None
-    except IsADirectoryError:
-        raise RestoreError(f'{path}: is a folder, not a checkpoint file') from None
-    except pickle.UnpicklingError as error:
-        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
-        if found:
-            raise RestoreError(
-                f'{path}: refused to load: it stores Python objects ({found.group(1)}) besides tensors, and loading '
-                'them could run arbitrary code. If you trust the file, re-save its weights once: torch.save('
-                '{"params": torch.load(path, weights_only=False)["params"]}, new_path)') from None
-        raise RestoreError(f'{path}: not a readable PyTorch checkpoint (corrupt, truncated or another format)') from None
-    except Exception as error:  # torch.load reports damaged files with several exception types
-        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-        raise RestoreError(f'{path}: not a readable PyTorch checkpoint ({reason})') from None
-    if not isinstance(checkpoint, dict):
-        raise RestoreError(f'{path}: holds a {type(checkpoint).__name__}, expected a dict of weights')
-    return checkpoint
-
-
-def _state_dict(checkpoint, path):
-    """The weights: 'params_ema' when present (the EMA weights training keeps), else 'params', else the dict."""
-    for key in ('params_ema', 'params'):
-        if isinstance(checkpoint.get(key), dict):
-            state = checkpoint[key]
-            break
-    else:
-        state = {k: v for k, v in checkpoint.items() if k != 'network_g'}
-        if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise RestoreError(f"{path}: no weights found: expected 'params_ema' or 'params' (BasicSR's "
-                               f'save_network) or a state dict; found keys {sorted(checkpoint)[:8]}')
-    # DistributedDataParallel prefixes every key with 'module.' (BasicSR strips it too).
-    return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
-
-
 def _check_fit(net, state, path):
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
@@ -143,8 +104,9 @@ def load_network(model_path, network_opt=None):
 
     Args:
         model_path (str | Path): checkpoint written by training (BasicSR's save_network dict, with
-            'network_g' naming the network) or any dict of 'params'/'params_ema' or plain state dict.
-            Loaded with `weights_only=True`: tensors and plain containers only.
+            'network_g' naming the network), any dict of 'params'/'params_ema' or plain state dict, or
+            the authors' released checkpoint (converted on the fly, `jude_arch.released`). Loaded with
+            `weights_only=True`: tensors and plain containers only.
         network_opt (dict | None): network options ({'type': 'JUDE', 'preset': 'small', ...}); needed
             when the checkpoint has no 'network_g', and used instead of it when given.
 
@@ -153,7 +115,11 @@ def load_network(model_path, network_opt=None):
     """
     from basicsr.archs import build_network  # jude_arch registered JUDE before this import
 
-    checkpoint = _read_checkpoint(model_path)
+    try:
+        checkpoint = convert_if_released(read_checkpoint(model_path), model_path)
+        state = state_dict_of(checkpoint, model_path)
+    except CheckpointError as error:
+        raise RestoreError(str(error)) from None
     options = network_opt if network_opt is not None else checkpoint.get('network_g')
     if options is None:
         raise RestoreError(f"{model_path}: the checkpoint does not say which network it holds (training "
@@ -166,7 +132,6 @@ def load_network(model_path, network_opt=None):
         raise RestoreError(f"network type {options['type']!r} is not registered: {error.args[0]}") from None
     except (TypeError, ValueError) as error:
         raise RestoreError(f'network options {options} do not build a network: {error}') from None
-    state = _state_dict(checkpoint, model_path)
     _check_fit(net, state, model_path)
     net.load_state_dict(state)
     return net.eval()

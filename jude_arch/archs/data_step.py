@@ -20,11 +20,20 @@ asymmetric motion kernel along with the image when it reflects the observation; 
 photo×kernel pairs (256², 15×15 camera shake, λ5 = 0.002) it left the 16-px border band up to 1.2 dB
 worse than the blurred input, where this scheme gains at least 5 dB. 'circular' skips all of it and
 solves the periodic problem as posed, which is what the exact normal-equation tests check.
+
+'released' reproduces, on purpose, the I-update of the authors' released network, defect included, so that
+their trained weights compute what they were trained to compute (docs/released_model.md): the observation is
+zero-padded by k//2, Hᵀ X is the zero-boundary cross-correlation with the kernel, and |F(H)|² is taken on the
+padded grid and then cropped in *frequency* to an H×W block that stands in for the H×W spectrum. That block
+is not the spectrum of the blur on the image grid (it includes the padded grid's Nyquist bins, not its DC),
+so this solve does not minimise the data term. Use it only with the released weights.
 """
 import torch
 import torch.nn.functional as F
 
-BOUNDARIES = ('reflect', 'replicate', 'circular')
+# Boundary models of the forward blur, and the data step's modes: those plus the release's defective solve.
+BLUR_BOUNDARIES = ('reflect', 'replicate', 'circular')
+BOUNDARIES = BLUR_BOUNDARIES + ('released', )
 
 
 def _fast_fft_len(n):
@@ -62,16 +71,17 @@ def _pad(x, pads, mode):
     return x.index_select(-2, rows).index_select(-1, cols)
 
 
-def psf2otf(kernel, size):
-    """Real-FFT optical transfer function of centred kernels for a periodic domain of `size`.
+def psf2otf(kernel, size, onesided=True):
+    """Optical transfer function of centred kernels for a periodic domain of `size`.
 
     Args:
         kernel (Tensor): (..., k_h, k_w) kernels.
         size (tuple[int, int]): (S_h, S_w) of the periodic domain; may be smaller than the kernel,
             in which case the kernel wraps around (the exact circular operator).
+        onesided (bool): the real-FFT half spectrum (True) or the full one.
 
     Returns:
-        Tensor: complex (..., S_h, S_w // 2 + 1).
+        Tensor: complex (..., S_h, S_w // 2 + 1), or (..., S_h, S_w) when onesided is False.
     """
     k_h, k_w = kernel.shape[-2:]
     s_h, s_w = size
@@ -79,7 +89,7 @@ def psf2otf(kernel, size):
     cols = (torch.arange(k_w, device=kernel.device) - k_w // 2).remainder(s_w)
     psf = kernel.new_zeros(*kernel.shape[:-2], s_h, k_w).index_add(-2, rows, kernel)
     psf = kernel.new_zeros(*kernel.shape[:-2], s_h, s_w).index_add(-1, cols, psf)
-    return torch.fft.rfft2(psf)
+    return torch.fft.rfft2(psf) if onesided else torch.fft.fft2(psf)
 
 
 def blur(image, kernel, boundary='reflect'):
@@ -93,8 +103,8 @@ def blur(image, kernel, boundary='reflect'):
     Returns:
         Tensor: N×C×H×W blurred image.
     """
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    if boundary not in BLUR_BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BLUR_BOUNDARIES}, got {boundary!r}")
     if kernel.dim() == 2:
         kernel = kernel[None, None]
     n, c, h, w = image.shape
@@ -128,7 +138,8 @@ class FFTDataStep:
             when B > 1, ignored when B = 1).
         boundary (str): 'reflect' (default) or 'replicate': solve on a padded domain whose unobserved
             band is filled from the sharp estimate continued that way; 'circular': solve the periodic
-            problem on the image itself (exact normal equation, ringing at the borders).
+            problem on the image itself (exact normal equation, ringing at the borders); 'released': the
+            authors' released I-update with its frequency-crop defect (module docstring; one kernel only).
         refine_steps (int): EM passes that refine the unobserved band (padded modes only).
     """
 
@@ -150,9 +161,15 @@ class FFTDataStep:
         self.refine_steps = refine_steps
         self.image_size = (h, w)
         self.weight_map = weight_map.to(self.dtype).unsqueeze(2) if num_kernels > 1 else None
+        if boundary == 'released' and num_kernels > 1:
+            raise ValueError("boundary 'released' takes one kernel (the released network estimates one), "
+                             f'got {num_kernels}')
 
         with torch.autocast(X.device.type, enabled=False):
             X = X.to(self.dtype)
+            if boundary == 'released':
+                self._init_released(X, kernel.to(self.dtype))
+                return
             if boundary == 'circular':
                 self.pads = (0, 0, 0, 0)
                 self.size = (h, w)
@@ -187,6 +204,12 @@ class FFTDataStep:
             Z, delta = Z.to(self.dtype), delta.to(self.dtype)
             # F(λ5·Z − Δ) = λ5·F(Z) − F(Δ): one forward FFT for both terms.
             rhs = lam5.squeeze(1) * Z - delta
+            if self.boundary == 'released':
+                lam1, lam5 = lam1.squeeze(1), lam5.squeeze(1)
+                # The denominator is not the spectrum of a real operator, so the quotient is not Hermitian
+                # and the full complex FFT is needed; the release keeps the real part.
+                spectrum = torch.fft.fft2(lam1 * self.xht + rhs) / (lam1 * self.otf_power + lam5)
+                return torch.fft.ifft2(spectrum).real.to(self.out_dtype)
             if self.boundary == 'circular':
                 spectrum = self._solve(self.fx, torch.fft.rfft2(rhs).unsqueeze(1), lam1, lam5)
             else:
@@ -204,6 +227,18 @@ class FFTDataStep:
             else:
                 result = (self.weight_map * solutions).sum(1)
         return result.to(self.out_dtype)
+
+    def _init_released(self, X, kernel):
+        """Hᵀ X and the frequency-cropped |F(H)|² of the released I-update (module docstring)."""
+        h, w = self.image_size
+        p_h, p_w = kernel.shape[-2] // 2, kernel.shape[-1] // 2
+        size = (h + 2 * p_h, w + 2 * p_w)
+        otf = psf2otf(kernel, size, onesided=False)  # N×1×H_p×W_p, kernel centre at (0, 0)
+        padded = F.pad(X, (p_w, p_w, p_h, p_h))  # zeros outside the frame
+        correlation = torch.fft.ifft2(torch.fft.fft2(padded) * otf.conj()).real
+        self.xht = correlation[..., p_h:p_h + h, p_w:p_w + w]
+        # The defect, reproduced: an H×W block of the padded grid's |F(H)|², used as if it were the H×W one.
+        self.otf_power = (otf.real.square() + otf.imag.square())[..., p_h:p_h + h, p_w:p_w + w]
 
     def _solve(self, f_obs, f_rhs, lam1, lam5):
         """Spectrum of the minimiser for an observation spectrum f_obs (paper eq. 21, Δ in place of Ω)."""

@@ -20,12 +20,17 @@ class HyperNet(nn.Module):
             the kernel size. Default: 128.
         widths (Sequence[int]): conv widths of the four levels. Default: (4, 8, 16, 16).
         hidden (int): MLP hidden width. Default: 64.
+        batch_stats (bool): normalise with the statistics of the current batch in eval mode too, instead of
+            the running statistics. The authors evaluated their released model that way (their test script
+            never switches the network to eval mode); the running statistics are left untouched. Default: False.
     """
 
-    def __init__(self, num_stages=5, num_kernels=1, spectrum_size=128, widths=(4, 8, 16, 16), hidden=64):
+    def __init__(self, num_stages=5, num_kernels=1, spectrum_size=128, widths=(4, 8, 16, 16), hidden=64,
+                 batch_stats=False):
         super().__init__()
         self.num_stages = num_stages
         self.spectrum_size = spectrum_size
+        self.batch_stats = batch_stats
         layers, in_ch = [], num_kernels
         for width in widths:
             layers += [nn.MaxPool2d(2)]
@@ -42,6 +47,17 @@ class HyperNet(nn.Module):
         """kernels N×B×k×k → (lambdas N×K×5, gammas N×K×3)."""
         with torch.autocast(kernels.device.type, enabled=False):
             spectrum = torch.fft.fft2(kernels.float(), s=(self.spectrum_size, ) * 2).abs().square()
-        out = F.softplus(self.mlp(self.features(spectrum).flatten(1))) + 1e-6
+        out = F.softplus(self.mlp(self._features(spectrum).flatten(1))) + 1e-6
         out = out.float().view(-1, self.num_stages, NUM_LAMBDAS + NUM_GAMMAS)
         return out[..., :NUM_LAMBDAS], out[..., NUM_LAMBDAS:]
+
+    def _features(self, spectrum):
+        if self.training or not self.batch_stats:
+            return self.features(spectrum)
+        x = spectrum
+        for layer in self.features:
+            if isinstance(layer, nn.BatchNorm2d):
+                x = F.batch_norm(x, None, None, layer.weight, layer.bias, training=True, eps=layer.eps)
+            else:
+                x = layer(x)
+        return x

@@ -19,17 +19,25 @@ from .kernel_estimator import KernelEstimator
 from .resunet import ResUNet
 from .retinex_heads import IlluminationEnhancer, ReflectanceDenoiser
 
+# Options every preset shares unless it says otherwise: the paper's model as this project implements it.
+_PAPER = dict(num_kernels=1, share_operators=True, enhancer_input='L', boundary='reflect', checkpoint_stages=False,
+              channels_last=True, kernel_pad_input=True, enhancer_variant='paper', denoiser_input='R',
+              hypernet_batch_stats=False)
 PRESETS = {
     # The paper's model with the released layer shapes.
-    'full': dict(num_stages=5, unet_channels=[64, 128, 256, 512], unet_blocks=2, kernel_size=31, num_kernels=1,
-                 kernel_width=16, share_operators=True, enhancer_input='L', enhancer_width=64, denoiser_width=32,
-                 boundary='reflect', checkpoint_stages=False, channels_last=True),
+    'full': dict(_PAPER, num_stages=5, unet_channels=[64, 128, 256, 512], unet_blocks=2, kernel_size=31,
+                 kernel_width=16, enhancer_width=64, denoiser_width=32),
     # For CPU work, demos and tests: ~1/70 of the full model's FLOPs per pixel.
-    'small': dict(num_stages=3, unet_channels=[16, 32, 64, 128], unet_blocks=1, kernel_size=31, num_kernels=1,
-                  kernel_width=8, share_operators=True, enhancer_input='L', enhancer_width=32, denoiser_width=16,
-                  boundary='reflect', checkpoint_stages=False, channels_last=True),
+    'small': dict(_PAPER, num_stages=3, unet_channels=[16, 32, 64, 128], unet_blocks=1, kernel_size=31,
+                  kernel_width=8, enhancer_width=32, denoiser_width=16),
+    # The authors' released network, computing what it computes (their I-update defect included), so that
+    # their checkpoint converted by `jude_arch.released` gives their results (docs/released_model.md).
+    'released': dict(_PAPER, num_stages=5, unet_channels=[64, 128, 256, 512], unet_blocks=2, kernel_size=33,
+                     kernel_width=16, enhancer_width=64, denoiser_width=32, enhancer_input='PQ',
+                     boundary='released', kernel_pad_input=False, enhancer_variant='released', denoiser_input='P'),
 }
 ENHANCER_INPUTS = ('L', 'PQ')
+DENOISER_INPUTS = ('R', 'P')
 # Order of the unrolled variables in the stage state tuple.
 STATE = ('I', 'R', 'L', 'P', 'Q', 'Z', 'Gamma', 'Omega', 'Delta')
 
@@ -51,8 +59,11 @@ class JUDE(nn.Module):
     """JUDE network. Every argument left as None takes its value from `preset`.
 
     Args:
-        preset (str): 'full' (the paper's model, released layer shapes; the default) or 'small'
-            (K = 3, ResUNet widths 16/32/64/128 with 1 block, narrower heads; for CPU and tests).
+        preset (str): 'full' (the paper's model, released layer shapes; the default), 'small'
+            (K = 3, ResUNet widths 16/32/64/128 with 1 block, narrower heads; for CPU and tests) or
+            'released' (the authors' released network, for their converted checkpoint: the full shapes with
+            33×33 kernels, enhancer_input 'PQ', boundary 'released', kernel_pad_input False,
+            enhancer_variant 'released', denoiser_input 'P').
         num_stages (int): unrolled stages K (full: 5, small: 3).
         unet_channels (list[int]): widths of the four ResUNet levels (full: [64, 128, 256, 512],
             small: [16, 32, 64, 128]).
@@ -67,19 +78,30 @@ class JUDE(nn.Module):
             (P_K ⊙ Q_K, the sharp low-light image, as the released code).
         enhancer_width (int): illumination-enhancer width (full: 64, small: 32).
         denoiser_width (int): reflectance-denoiser width (full: 32, small: 16).
-        boundary (str): boundary handling of the FFT data step, 'reflect', 'replicate' or 'circular'.
+        boundary (str): boundary handling of the FFT data step, 'reflect', 'replicate' or 'circular', or
+            'released': the released network's I-update, which reproduces a defect on purpose (see
+            `data_step`); only for the released weights.
         checkpoint_stages (bool): gradient checkpointing in every stage: each proximal-operator call
             keeps only its input and recomputes its activations in the backward pass. Same result,
             a fraction of the training memory, about one more forward pass of compute (False).
         channels_last (bool): run the convolutional sub-networks in the channels_last (NHWC) memory
             format, which oneDNN and cuDNN convolve faster; the unrolled variables and the FFT step stay
             NCHW. Same result up to float rounding (True).
+        kernel_pad_input (bool): pad the kernel estimator's input to a multiple of 32 (True) or let its
+            pools drop odd rows and columns as the release does (False).
+        enhancer_variant (str): 'paper' or 'released' forward of the illumination enhancer (they differ in
+            one activation and the decoder's padding; see `IlluminationEnhancer`).
+        denoiser_input (str): what the reflectance denoiser cleans: 'R' (R_K, the paper) or 'P' (P_K, the
+            release; R_K equals P_K up to rounding, the multipliers stay 0).
+        hypernet_batch_stats (bool): the hyper-parameter net's BatchNorm uses the statistics of the batch
+            at inference too, as the authors' evaluation did (False).
     """
 
     def __init__(self, preset='full', num_stages=None, unet_channels=None, unet_blocks=None, kernel_size=None,
                  num_kernels=None, kernel_width=None, share_operators=None, enhancer_input=None,
                  enhancer_width=None, denoiser_width=None, boundary=None, checkpoint_stages=None,
-                 channels_last=None):
+                 channels_last=None, kernel_pad_input=None, enhancer_variant=None, denoiser_input=None,
+                 hypernet_batch_stats=None):
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f'JUDE: unknown preset {preset!r}; choose one of {sorted(PRESETS)}')
@@ -87,7 +109,9 @@ class JUDE(nn.Module):
                      kernel_size=kernel_size, num_kernels=num_kernels, kernel_width=kernel_width,
                      share_operators=share_operators, enhancer_input=enhancer_input, enhancer_width=enhancer_width,
                      denoiser_width=denoiser_width, boundary=boundary, checkpoint_stages=checkpoint_stages,
-                     channels_last=channels_last)
+                     channels_last=channels_last, kernel_pad_input=kernel_pad_input,
+                     enhancer_variant=enhancer_variant, denoiser_input=denoiser_input,
+                     hypernet_batch_stats=hypernet_batch_stats)
         cfg = {key: PRESETS[preset][key] if value is None else value for key, value in given.items()}
         cfg['unet_channels'] = [int(c) for c in cfg['unet_channels']]
         self._check(cfg)
@@ -97,10 +121,12 @@ class JUDE(nn.Module):
         self.num_stages = cfg['num_stages']
         self.boundary = cfg['boundary']
         self.enhancer_input = cfg['enhancer_input']
+        self.denoiser_input = cfg['denoiser_input']
         self.checkpoint_stages = cfg['checkpoint_stages']
         self.memory_format = torch.channels_last if cfg['channels_last'] else torch.contiguous_format
-        self.kernel_estimator = KernelEstimator(cfg['kernel_size'], cfg['num_kernels'], cfg['kernel_width'])
-        self.hyper_net = HyperNet(cfg['num_stages'], cfg['num_kernels'])
+        self.kernel_estimator = KernelEstimator(cfg['kernel_size'], cfg['num_kernels'], cfg['kernel_width'],
+                                                cfg['kernel_pad_input'])
+        self.hyper_net = HyperNet(cfg['num_stages'], cfg['num_kernels'], batch_stats=cfg['hypernet_batch_stats'])
         copies = 1 if cfg['share_operators'] else cfg['num_stages']
 
         def operators():
@@ -108,7 +134,7 @@ class JUDE(nn.Module):
                 ResUNet(4, 3, cfg['unet_channels'], cfg['unet_blocks']) for _ in range(copies))
 
         self.prox_p, self.prox_q, self.prox_z = operators(), operators(), operators()
-        self.enhancer = IlluminationEnhancer(3, 3, cfg['enhancer_width'])
+        self.enhancer = IlluminationEnhancer(3, 3, cfg['enhancer_width'], cfg['enhancer_variant'])
         self.denoiser = ReflectanceDenoiser(3, cfg['denoiser_width'])
 
     @staticmethod
@@ -127,7 +153,16 @@ class JUDE(nn.Module):
             fail('enhancer_input', f'one of {ENHANCER_INPUTS}')
         if cfg['boundary'] not in BOUNDARIES:
             fail('boundary', f'one of {BOUNDARIES}')
-        for key in ('share_operators', 'checkpoint_stages', 'channels_last'):
+        if cfg['boundary'] == 'released' and cfg['num_kernels'] != 1:
+            fail('num_kernels', "1 with boundary 'released' (the released I-update takes one kernel)")
+        if not cfg['kernel_pad_input'] and cfg['num_kernels'] != 1:
+            fail('num_kernels', '1 with kernel_pad_input false (the weight-map head needs a padded input)')
+        if cfg['enhancer_variant'] not in IlluminationEnhancer.VARIANTS:
+            fail('enhancer_variant', f'one of {IlluminationEnhancer.VARIANTS}')
+        if cfg['denoiser_input'] not in DENOISER_INPUTS:
+            fail('denoiser_input', f'one of {DENOISER_INPUTS}')
+        for key in ('share_operators', 'checkpoint_stages', 'channels_last', 'kernel_pad_input',
+                    'hypernet_batch_stats'):
             if not isinstance(cfg[key], bool):
                 fail(key, 'true or false')
 
@@ -161,7 +196,7 @@ class JUDE(nn.Module):
 
         _, R, L, P, Q, *_ = state
         L_hat = self._convnet(self.enhancer, L if self.enhancer_input == 'L' else P * Q)
-        R_hat = self._convnet(self.denoiser, R)
+        R_hat = self._convnet(self.denoiser, R if self.denoiser_input == 'R' else P)
         output = L_hat * R_hat
         if not return_intermediates:
             return output

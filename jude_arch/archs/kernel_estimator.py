@@ -49,15 +49,22 @@ class KernelEstimator(nn.Module):
         kernel_size (int): side k of the predicted kernels. Default: 31.
         num_kernels (int): number of basis kernels B. Default: 1 (uniform blur).
         width (int): base width w; the encoder widths are w, w, 2w, 4w, 8w, 16w. Default: 16.
+        pad_input (bool): replicate-pad the input to a multiple of 32, so every pixel reaches the pooled
+            statistics the kernel head sees (True), or feed it as it is and let the max-pools drop odd
+            rows and columns, as the authors' released network does (False; inputs smaller than 32 px,
+            which it cannot take, are still padded up to 32). Default: True.
 
     Returns (forward):
         tuple: kernels N×B×k×k (float32) and the weight map N×B×H×W (softmax over B) or None when B = 1.
     """
 
-    def __init__(self, kernel_size=31, num_kernels=1, width=16):
+    def __init__(self, kernel_size=31, num_kernels=1, width=16, pad_input=True):
         super().__init__()
+        if num_kernels > 1 and not pad_input:
+            raise ValueError('KernelEstimator: the weight-map head of several kernels needs pad_input=True')
         self.kernel_size = kernel_size
         self.num_kernels = num_kernels
+        self.pad_input = pad_input
         w = [width, width, 2 * width, 4 * width, 8 * width, 16 * width]
         self.head = _conv(3, w[0])
         self.down = nn.ModuleList(_Down(w[i], w[i + 1]) for i in range(5))
@@ -89,7 +96,10 @@ class KernelEstimator(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, -w % 32, 0, -h % 32), mode='replicate')
+        if self.pad_input:
+            x = F.pad(x, (0, -w % 32, 0, -h % 32), mode='replicate')
+        elif h < 32 or w < 32:
+            x = F.pad(x, (0, max(0, 32 - w), 0, max(0, 32 - h)), mode='replicate')
         skips, y = [], self.head(x)
         for down in self.down:
             feat, y = down(y)

@@ -15,19 +15,32 @@ class IlluminationEnhancer(nn.Module):
         in_channels (int): input channels. Default: 3.
         out_channels (int): output channels. Default: 3.
         width (int): feature width. Default: 64.
+        variant (str): 'paper': ReLU after the first conv, zero padding in the decoder and the output conv;
+            'released': what the authors' released network computes with the same weights: no activation
+            after the first conv, replicate padding everywhere (their 1×1 fusion pads by one replicated
+            pixel and their output conv then pads none, which is the same as replicate padding in the
+            output conv). Default: 'paper'.
     """
 
-    def __init__(self, in_channels=3, out_channels=3, width=64):
+    VARIANTS = ('paper', 'released')
+
+    def __init__(self, in_channels=3, out_channels=3, width=64, variant='paper'):
         super().__init__()
+        if variant not in self.VARIANTS:
+            raise ValueError(f'IlluminationEnhancer: variant must be one of {self.VARIANTS}, got {variant!r}')
+        self.head_activation = variant == 'paper'
+        decoder_padding = 'zeros' if variant == 'paper' else 'replicate'
         self.head = nn.Conv2d(in_channels, width, 3, padding=1, padding_mode='replicate')
         self.down = nn.ModuleList(
             nn.Conv2d(width, width, 3, stride=2, padding=1, padding_mode='replicate') for _ in range(3))
-        self.up = nn.ModuleList(nn.Conv2d(2 * width, width, 3, padding=1) for _ in range(3))
+        self.up = nn.ModuleList(
+            nn.Conv2d(2 * width, width, 3, padding=1, padding_mode=decoder_padding) for _ in range(3))
         self.fusion = nn.Conv2d(3 * width, width, 1)
-        self.tail = nn.Conv2d(width, out_channels, 3, padding=1)
+        self.tail = nn.Conv2d(width, out_channels, 3, padding=1, padding_mode=decoder_padding)
 
     def forward(self, x):
-        features = [F.relu(self.head(x))]
+        head = self.head(x)
+        features = [F.relu(head) if self.head_activation else head]
         for down in self.down:
             features.append(F.relu(down(features[-1])))
         y, decoded = features[-1], []

@@ -1,0 +1,134 @@
+"""Reading and writing checkpoints safely: one loader for every `.pth` a user hands the project.
+
+`read_checkpoint` loads with `torch.load(..., weights_only=True)` (tensors and plain containers only, so a
+malicious file cannot run code) and turns every failure into a `CheckpointError` that names the file and says
+what to do. `state_dict_of` and `convert_if_released` add the layouts users bring: BasicSR's {'params', 'params_ema'}, a bare
+state dict, DataParallel's `module.` prefix, and the authors' released checkpoint, converted on the fly.
+`install_basicsr_loader` makes BasicSR's `BaseModel.load_network` (`pretrain_network_g`, resume) use it.
+"""
+import logging
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and what to do."""
+
+
+def read_checkpoint(path):
+    """Load a checkpoint dict with `weights_only=True`, on the CPU.
+
+    Raises:
+        CheckpointError: missing, unreadable, not a dict, or holding Python objects besides tensors.
+    """
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f'{path}: no such checkpoint file') from None
+    except IsADirectoryError:
+        raise CheckpointError(f'{path}: is a folder, not a checkpoint file') from None
+    except pickle.UnpicklingError as error:
+        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
+        if found:
+            raise CheckpointError(
+                f'{path}: refused to load: besides tensors it stores Python objects ({found.group(1)}), and '
+                'unpickling them can run arbitrary code. If you trust the file, extract its weights once into a '
+                'file that holds tensors only, then use that file: python -c "import torch; '
+                f"c = torch.load('{path}', map_location='cpu', weights_only=False); "
+                "torch.save({k: c[k] for k in ('state_dict', 'params', 'params_ema', 'network_g') if k in c}, "
+                "'weights_only.pth')\"") from None
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint (corrupt, truncated or another format)') \
+            from None
+    except Exception as error:  # torch.load reports damaged files with several exception types
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({reason})') from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'{path}: holds a {type(checkpoint).__name__}, expected a dict of weights')
+    return checkpoint
+
+
+def strip_module_prefix(state):
+    """State dict without the `module.` prefix that DataParallel / DistributedDataParallel add to every key."""
+    return type(state)((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
+
+
+def convert_if_released(checkpoint, path, log=logger.info):
+    """The checkpoint in this project's format: the authors' release is converted (one log line says so)."""
+    from .released import ReleasedCheckpointError, convert_released, is_released
+
+    if not is_released(checkpoint):
+        return checkpoint
+    try:
+        converted = convert_released(checkpoint)
+    except ReleasedCheckpointError as error:
+        raise CheckpointError(f'{path}: {error}') from None
+    log(f"{path}: the authors' released checkpoint, converted on the fly to {converted['network_g']} "
+                '(python -m jude_arch.released converts it once)')
+    return converted
+
+
+def state_dict_of(checkpoint, path, param_key=None):
+    """The weights of a (converted) checkpoint, without `module.`.
+
+    Args:
+        checkpoint (dict): a loaded checkpoint.
+        path: its file, for messages.
+        param_key (str | None): 'params' or 'params_ema' to prefer; None takes 'params_ema' when present
+            (the EMA weights training keeps), else 'params', else the dict itself as a state dict.
+    """
+    keys = [param_key, 'params'] if param_key else ['params_ema', 'params']
+    for key in keys:
+        if isinstance(checkpoint.get(key), dict):
+            if key != keys[0]:
+                logger.info(f'{path}: has no {keys[0]!r}, loading {key!r}')
+            return strip_module_prefix(checkpoint[key])
+    state = {k: v for k, v in checkpoint.items() if k != 'network_g'}
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: no weights found: expected 'params_ema' or 'params' (BasicSR's "
+                              f'save_network) or a state dict; found keys {sorted(checkpoint)[:8]}')
+    return strip_module_prefix(state)
+
+
+def save_atomically(obj, path):
+    """torch.save to a temporary file beside `path`, renamed into place; nothing is left behind on failure."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write(path, write):
+    """Call write(tmp) for a temporary path beside `path`, then rename it into place (atomic on one
+    filesystem); parent folders are created, and the temporary file is removed on any failure, Ctrl-C too."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.part')
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _basicsr_load_network(self, net, load_path, strict=True, param_key='params'):
+    """BasicSR's `BaseModel.load_network` with `weights_only=True` and the authors' release understood."""
+    from basicsr.utils import get_root_logger
+
+    net = self.get_bare_model(net)
+    checkpoint = convert_if_released(read_checkpoint(load_path), load_path, get_root_logger().info)
+    state = state_dict_of(checkpoint, load_path, param_key) if param_key is not None else \
+        strip_module_prefix(checkpoint)
+    get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+    self._print_different_keys_loading(net, state, strict)
+    net.load_state_dict(state, strict=strict)
+
+
+def install_basicsr_loader():
+    """Make every BasicSR model load `pretrain_network_*` through `read_checkpoint` (a run-time shim)."""
+    from basicsr.models.base_model import BaseModel
+
+    BaseModel.load_network = _basicsr_load_network
