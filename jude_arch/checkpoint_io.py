@@ -37,8 +37,8 @@ def read_checkpoint(path):
         found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
         if found:
             raise CheckpointError(
-                f'{path}: refused to load: besides tensors it stores Python objects ({found.group(1)}), and '
-                'unpickling them can run arbitrary code. If you trust the file, extract its weights once into a '
+                f'{path}: refused to load: it stores Python objects ({found.group(1)}) besides tensors, and '
+                'unpickling them could run arbitrary code. If you trust the file, extract its weights once into a '
                 'file that holds tensors only, then use that file: python -c "import torch; '
                 f"c = torch.load('{path}', map_location='cpu', weights_only=False); "
                 "torch.save({k: c[k] for k in ('state_dict', 'params', 'params_ema', 'network_g') if k in c}, "
