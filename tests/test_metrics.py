@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from basicsr.metrics import calculate_metric
 from basicsr.metrics.psnr_ssim import calculate_ssim, calculate_ssim_pt
 from basicsr.utils.registry import METRIC_REGISTRY
@@ -20,26 +19,13 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from jude_arch.metrics import calculate_lpips, calculate_pyiqa, calculate_ssim_pooled, lpips_metric, pyiqa_metric
 from jude_arch.metrics.metric_input import uint8_to_tensor
 from jude_arch.metrics.pooled_ssim import pooling_factor
-
-# torchvision's layer configurations; LPIPS taps the ReLUs after these feature indices.
-LAYERS = {'vgg': (lambda: torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs['D']), (3, 8, 15, 22, 29)),
-          'alex': (lambda: torchvision.models.alexnet(weights=None).features, (1, 4, 7, 9, 11))}
-
-
-def write_backbone(hub, net, seed=0):
-    """A randomly initialised torchvision backbone saved under the file name of the real ImageNet weights."""
-    torch.manual_seed(seed)
-    features = LAYERS[net][0]()
-    path = hub / 'hub' / 'checkpoints' / lpips_metric.backbone_file(net).name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({f'features.{k}': v for k, v in features.state_dict().items()}, path)
-    return path
+from metric_helpers import BACKBONES, add_noise, textured, write_backbone
 
 
 @pytest.fixture(scope='module')
 def weights_home(tmp_path_factory):
     home = tmp_path_factory.mktemp('torch_home')
-    for net in LAYERS:
+    for net in BACKBONES:
         write_backbone(home, net)
     return home
 
@@ -50,22 +36,9 @@ def torch_home(weights_home, monkeypatch):
     return weights_home
 
 
-def photo(shape=(48, 64), seed=0):
-    """A textured 8-bit BGR image (smooth blobs plus fine detail), as BasicSR's tensor2img returns."""
-    rng = np.random.default_rng(seed)
-    coarse = torch.from_numpy(rng.random((1, 3, shape[0] // 8, shape[1] // 8)))
-    smooth = F.interpolate(coarse, size=shape, mode='bicubic', align_corners=False)[0].permute(1, 2, 0).numpy()
-    return np.clip(255 * (0.8 * smooth + 0.2 * rng.random((*shape, 3))), 0, 255).astype(np.uint8)
-
-
-def add_noise(img, sigma, seed=1):
-    noisy = img + np.random.default_rng(seed).normal(0, sigma, img.shape)
-    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
-
-
 def reference_lpips(x, y, net, backbone, normalize):
     """LPIPS written out from its definition on torchvision's layers (not through the lpips package)."""
-    features = LAYERS[net][0]()
+    features = BACKBONES[net][0]()
     features.load_state_dict({k[len('features.'):]: v for k, v in torch.load(backbone, weights_only=True).items()})
     lins = torch.load(lpips_metric.linear_layers_file(net), map_location='cpu', weights_only=True)
     shift = torch.tensor([-.030, -.088, -.188])[None, :, None, None]
@@ -73,7 +46,7 @@ def reference_lpips(x, y, net, backbone, normalize):
     if normalize:
         x, y = 2 * x - 1, 2 * y - 1
     h0, h1 = (x - shift) / scale, (y - shift) / scale
-    total, taps = 0, LAYERS[net][1]
+    total, taps = 0, BACKBONES[net][1]
     with torch.no_grad():
         for index, layer in enumerate(features):
             h0, h1 = layer(h0), layer(h1)
@@ -88,7 +61,7 @@ def reference_lpips(x, y, net, backbone, normalize):
 # ---- LPIPS ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('net', ['vgg', 'alex'])
 def test_lpips_is_zero_for_identical_images_and_grows_with_noise(torch_home, net):
-    img = photo()
+    img = textured()
     values = [calculate_lpips(img, add_noise(img, sigma) if sigma else img.copy(), net=net) for sigma in (0, 8, 32)]
     assert values[0] == pytest.approx(0, abs=1e-7)
     assert 0 < values[1] < values[2]
@@ -96,7 +69,7 @@ def test_lpips_is_zero_for_identical_images_and_grows_with_noise(torch_home, net
 
 @pytest.mark.parametrize('net', ['vgg', 'alex'])
 def test_lpips_is_lpips_and_the_two_scalings_differ(torch_home, net):
-    img, noisy = photo(), add_noise(photo(), 16)
+    img, noisy = textured(), add_noise(textured(), 16)
     x, y = uint8_to_tensor(img, 'cpu'), uint8_to_tensor(noisy, 'cpu')
     backbone = lpips_metric.backbone_file(net)
     scaled = calculate_lpips(img, noisy, net=net, normalize=True)
@@ -107,20 +80,21 @@ def test_lpips_is_lpips_and_the_two_scalings_differ(torch_home, net):
 
 
 def test_lpips_registered_for_yaml(torch_home):
-    img, noisy = photo(), add_noise(photo(), 16)
+    img, noisy = textured(), add_noise(textured(), 16)
     options = {'type': 'calculate_lpips', 'net': 'vgg', 'normalize': False, 'better': 'lower'}
     assert METRIC_REGISTRY.get('calculate_lpips') is calculate_lpips
     assert calculate_metric({'img': img, 'img2': noisy}, options) == calculate_lpips(img, noisy, normalize=False)
 
 
 def test_lpips_float_input_scores_the_float_tensors(torch_home):
-    img, noisy = photo(), add_noise(photo(), 16)
+    img, noisy = textured(), add_noise(textured(), 16)
     x, y = uint8_to_tensor(img, 'cpu'), uint8_to_tensor(noisy, 'cpu')
     beyond = x.clone()
     beyond[..., :8, :8] = 1.5  # an unclamped output: the 8-bit image cannot hold it
     floats = {'img_float': beyond, 'img2_float': y}
     on_float = calculate_lpips(img, noisy, float_input=True, **floats)
-    assert on_float == pytest.approx(reference_lpips(beyond, y, 'vgg', lpips_metric.backbone_file('vgg'), True), rel=1e-4)
+    expected = reference_lpips(beyond, y, 'vgg', lpips_metric.backbone_file('vgg'), normalize=True)
+    assert on_float == pytest.approx(expected, rel=1e-4)
     assert on_float != pytest.approx(calculate_lpips(img, noisy, **floats), rel=1e-4)  # default: the 8-bit images
     with pytest.raises(ValueError, match='float_input: true needs the float output.*set float_input: false'):
         calculate_lpips(img, noisy, float_input=True)
@@ -128,7 +102,7 @@ def test_lpips_float_input_scores_the_float_tensors(torch_home):
 
 def test_lpips_reads_weights_from_given_paths(weights_home, tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty'))
-    img, noisy = photo(), add_noise(photo(), 16)
+    img, noisy = textured(), add_noise(textured(), 16)
     backbone = write_backbone(tmp_path / 'elsewhere', 'vgg', seed=3)
     lins = tmp_path / 'lins.pth'
     torch.save({f'lin{k}.model.1.weight': torch.rand(1, c, 1, 1) for k, c in enumerate((64, 128, 256, 512, 512))},
@@ -143,7 +117,7 @@ def test_missing_backbone_names_the_file_and_how_to_get_it(tmp_path, monkeypatch
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     expected = tmp_path / 'hub' / 'checkpoints' / 'vgg16-397923af.pth'
     with pytest.raises(FileNotFoundError) as error:
-        calculate_lpips(photo(), photo())
+        calculate_lpips(textured(), textured())
     message = str(error.value)
     assert '\n' not in message
     assert f'{expected} not found' in message and 'backbone_path' in message
@@ -164,7 +138,7 @@ def test_wrong_weights_are_clear_errors(torch_home, case, message):
     if case == 'not_a_checkpoint':
         options['backbone_path'] = __file__
     with pytest.raises(ValueError, match=message):
-        calculate_lpips(photo(), photo(), **options)
+        calculate_lpips(textured(), textured(), **options)
 
 
 # ---- the JUDE paper's SSIM ----------------------------------------------------------------------------------
@@ -191,7 +165,7 @@ def reference_ssim(x, y):
 
 
 def test_pooled_ssim_pools_then_measures_ssim():
-    img, noisy = photo((384, 512)), add_noise(photo((384, 512)), 24)
+    img, noisy = textured((384, 512)), add_noise(textured((384, 512)), 24)
     x, y = (uint8_to_tensor(i, 'cpu').double() for i in (img, noisy))
     pooled = calculate_ssim_pooled(img, noisy)
     assert pooled == pytest.approx(reference_ssim(F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)), abs=1e-9)
@@ -201,7 +175,7 @@ def test_pooled_ssim_pools_then_measures_ssim():
 
 
 def test_pooled_ssim_float_input_is_unclamped():
-    img = photo((64, 64))
+    img = textured((64, 64))
     x = uint8_to_tensor(img, 'cpu')
     beyond = x * 1.3  # an output past 1 that clamping would hide
     assert calculate_ssim_pooled(img, img) == pytest.approx(1)
@@ -212,7 +186,7 @@ def test_pooled_ssim_float_input_is_unclamped():
 # ---- pyiqa --------------------------------------------------------------------------------------------------
 def test_pyiqa_missing_gives_the_install_message(monkeypatch):
     monkeypatch.setitem(sys.modules, 'pyiqa', None)  # import pyiqa now raises ImportError, as when not installed
-    for call in (lambda: calculate_pyiqa(photo(), metric='musiq'), lambda: calculate_pyiqa.prepare(metric='niqe')):
+    for call in (lambda: calculate_pyiqa(textured(), metric='musiq'), lambda: calculate_pyiqa.prepare(metric='niqe')):
         with pytest.raises(ImportError) as error:
             call()
         assert str(error.value) == pyiqa_metric.INSTALL_MESSAGE
@@ -246,7 +220,7 @@ def fake_pyiqa(monkeypatch):
 
 
 def test_pyiqa_scores_rgb_in_0_1_and_creates_each_metric_once(fake_pyiqa):
-    img = photo()
+    img = textured()
     img[..., 0] = 0  # BGR: the blue channel is black
     options = {'type': 'calculate_pyiqa', 'metric': 'musiq', 'options': {'pretrained': 'koniq'}, 'better': 'higher'}
     first = calculate_metric({'img': img}, options)
@@ -259,7 +233,7 @@ def test_pyiqa_scores_rgb_in_0_1_and_creates_each_metric_once(fake_pyiqa):
 
 
 def test_pyiqa_full_reference_and_bad_names(fake_pyiqa):
-    img, noisy = photo(), add_noise(photo(), 16)
+    img, noisy = textured(), add_noise(textured(), 16)
     assert calculate_pyiqa(img, noisy, metric='psnr') == pytest.approx(
         np.abs(img.astype(float) - noisy).mean() / 255, rel=1e-5)
     with pytest.raises(ValueError, match='psnr is a full-reference metric but the dataset has no ground truth'):
