@@ -11,14 +11,15 @@ BACKBONES = {'vgg': (lambda: torchvision.models.vgg.make_layers(torchvision.mode
              'alex': (lambda: torchvision.models.alexnet(weights=None).features, (1, 4, 7, 9, 11))}
 
 
-def write_backbone(torch_home, net, seed=0):
+def write_backbone(torch_home, net, seed=0, prefix='features.'):
     """A randomly initialised backbone saved where torchvision keeps the real ImageNet weights under TORCH_HOME
-    (`<torch_home>/hub/checkpoints/<file name of the real weights>`), as a `features.*` state dict."""
+    (`<torch_home>/hub/checkpoints/<file name of the real weights>`), as a state dict with keys `<prefix><index>.*`
+    (`features.` as in torchvision's full model; '' as saved from the `features` module alone)."""
     torch.manual_seed(seed)
     features = BACKBONES[net][0]()
     path = torch_home / 'hub' / 'checkpoints' / lpips_metric.backbone_file(net).name
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({f'features.{k}': v for k, v in features.state_dict().items()}, path)
+    torch.save({f'{prefix}{k}': v for k, v in features.state_dict().items()}, path)
     return path
 
 

@@ -39,7 +39,8 @@ def torch_home(weights_home, monkeypatch):
 def reference_lpips(x, y, net, backbone, normalize):
     """LPIPS written out from its definition on torchvision's layers (not through the lpips package)."""
     features = BACKBONES[net][0]()
-    features.load_state_dict({k[len('features.'):]: v for k, v in torch.load(backbone, weights_only=True).items()})
+    state = torch.load(backbone, weights_only=True)
+    features.load_state_dict({k.removeprefix('features.'): v for k, v in state.items()})
     lins = torch.load(lpips_metric.linear_layers_file(net), map_location='cpu', weights_only=True)
     shift = torch.tensor([-.030, -.088, -.188])[None, :, None, None]
     scale = torch.tensor([.458, .448, .450])[None, :, None, None]
@@ -103,7 +104,7 @@ def test_lpips_float_input_scores_the_float_tensors(torch_home):
 def test_lpips_reads_weights_from_given_paths(weights_home, tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty'))
     img, noisy = textured(), add_noise(textured(), 16)
-    backbone = write_backbone(tmp_path / 'elsewhere', 'vgg', seed=3)
+    backbone = write_backbone(tmp_path / 'elsewhere', 'vgg', seed=3, prefix='')  # the `features` module's own
     lins = tmp_path / 'lins.pth'
     torch.save({f'lin{k}.model.1.weight': torch.rand(1, c, 1, 1) for k, c in enumerate((64, 128, 256, 512, 512))},
                lins)
