@@ -2,6 +2,7 @@
 synthetic frames in LOL-Blur's folder layout; JUDEModel's float outputs for metrics and its protocol summary."""
 import json
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -103,8 +104,11 @@ def torch_home(tmp_path_factory):
 
 def test_paper_protocol_runs_end_to_end(tmp_path, torch_home):
     """options/test_jude_lolblur_paper.yml through jude_arch/test.py, only the network swapped for a small random
-    JUDE (the released checkpoint cannot be downloaded here); frames 300×136 are cut to 256×128."""
+    JUDE (the released checkpoint cannot be downloaded here); frames 300×136 are cut to 256×128. A pyiqa that
+    fails on import sits on the path: the run must never import it (pyiqa is optional, non-commercial)."""
     work = lolblur_test_split(tmp_path, (300, 136))
+    (work / 'fake_packages' / 'pyiqa').mkdir(parents=True)
+    (work / 'fake_packages' / 'pyiqa' / '__init__.py').write_text('raise RuntimeError("pyiqa was imported")\n')
     torch.manual_seed(0)
     checkpoint = work / 'small_jude.pth'
     torch.save({'params': build_network(dict(TINY_NET)).state_dict()}, checkpoint)
@@ -113,7 +117,8 @@ def test_paper_protocol_runs_end_to_end(tmp_path, torch_home):
     opt['path']['pretrain_network_g'] = str(checkpoint)
     opt['val']['pbar'] = False
     run([PYTHON, ROOT / 'jude_arch' / 'test.py', '-opt', write_yaml(opt, work / 'paper.yml')], cwd=work,
-        env={'TORCH_HOME': str(torch_home)})
+        env={'TORCH_HOME': str(torch_home),
+             'PYTHONPATH': os.pathsep.join([str(work / 'fake_packages'), os.environ.get('PYTHONPATH', '')])})
 
     results = work / 'results' / opt['name']
     summary = json.loads((results / 'metrics_LOL-Blur-test-low_blur.json').read_text())

@@ -3,8 +3,6 @@
 No real LPIPS weights can be downloaded here: the tests write randomly initialised backbones into a temporary
 torch hub cache (TORCH_HOME), where torchvision keeps the real files.
 """
-import os
-import subprocess
 import sys
 import types
 
@@ -56,6 +54,8 @@ def reference_lpips(x, y, net, backbone, normalize):
                 f0 = h0 / (h0.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
                 f1 = h1 / (h1.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
                 total += F.conv2d((f0 - f1) ** 2, lins[f'lin{k}.model.1.weight']).mean()
+                if index == taps[-1]:
+                    break
     return total.item()
 
 
@@ -241,17 +241,3 @@ def test_pyiqa_full_reference_and_bad_names(fake_pyiqa):
         calculate_pyiqa(img, metric='psnr')
     with pytest.raises(ValueError, match="pyiqa has no metric 'muziq'.*musiq, niqe"):
         calculate_pyiqa.prepare(metric='muziq')
-
-
-def test_default_install_never_imports_pyiqa(tmp_path):
-    """A pyiqa that fails on import sits on the path: importing and using jude_arch must not touch it."""
-    (tmp_path / 'pyiqa').mkdir()
-    (tmp_path / 'pyiqa' / '__init__.py').write_text('raise RuntimeError("pyiqa was imported")\n')
-    code = ('import sys, numpy as np, jude_arch; from basicsr.metrics import calculate_metric; '
-            'img = np.zeros((32, 32, 3), np.uint8); '
-            'calculate_metric({"img": img, "img2": img}, {"type": "calculate_ssim_pooled"}); '
-            'assert "pyiqa" not in sys.modules and "lpips" not in sys.modules')
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]),
-           'OMP_NUM_THREADS': '2'}
-    result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
