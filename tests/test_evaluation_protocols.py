@@ -41,12 +41,16 @@ def options(path):
     return yaml.safe_load(path.read_text())
 
 
-def protocol_dataset(path, root):
-    """The options file's test dataset, its relative folders resolved under `root`."""
-    dataset_opt = dict(options(path)['datasets']['test'], phase='test', scale=1)
+def dataset_options(path, root, **extra):
+    """The options file's test dataset options, its relative folders resolved under `root`."""
+    dataset_opt = dict(options(path)['datasets']['test'], phase='test', scale=1, **extra)
     for key in ('dataroot_lq', 'dataroot_gt'):
         dataset_opt[key] = str(root / dataset_opt[key])
-    return build_dataset(dataset_opt)
+    return dataset_opt
+
+
+def protocol_dataset(path, root, **extra):
+    return build_dataset(dataset_options(path, root, **extra))
 
 
 @pytest.fixture(scope='module')
@@ -184,9 +188,7 @@ def stub_model(tmp_path, frames, metrics):
     opt['path'].update(results_root=str(tmp_path), log=str(tmp_path), visualization=str(tmp_path / 'visualization'))
     model = build_model(opt)
     model.net_g = Brighten()
-    dataset_opt = dict(options(STANDARD)['datasets']['test'], phase='test', scale=1)
-    for key in ('dataroot_lq', 'dataroot_gt'):
-        dataset_opt[key] = str(frames / dataset_opt[key])
+    dataset_opt = dataset_options(STANDARD, frames)
     loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False)
     return model, loader
 
@@ -216,3 +218,14 @@ def test_missing_lpips_weights_stop_before_anything_is_restored(tmp_path, small_
         model.validation(loader, current_iter='unit', tb_logger=None, save_img=False)
     assert model.net_g.calls == 0
     assert not Path(tmp_path / 'metrics_LOL-Blur-test.json').exists()
+
+
+def test_crop_to_multiple_keeps_the_top_left_region(small_frames):
+    item = protocol_dataset(STANDARD, small_frames, crop_to_multiple=16)[0]
+    assert item['lq'].shape == item['gt'].shape == (3, 32, 32)  # 40×32 → 32×32
+    np.testing.assert_array_equal(tensor2img(item['gt']), cv2.imread(item['gt_path'])[:32, :32])
+    with pytest.raises(ValueError, match=r'0001/0001.png: a 40×32 frame has no 64×64 region.*crop_to_multiple'):
+        protocol_dataset(STANDARD, small_frames, crop_to_multiple=64)[0]
+    for bad in (0, -128, 12.5, True, '128'):
+        with pytest.raises(ValueError, match='crop_to_multiple must be a positive integer'):
+            protocol_dataset(STANDARD, small_frames, crop_to_multiple=bad)
