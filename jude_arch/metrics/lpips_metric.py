@@ -55,14 +55,14 @@ def _weights_paths(net, backbone_path, lin_path):
     arch, weights = BACKBONES[net]
     backbone = Path(backbone_path) if backbone_path else backbone_file(net)
     if not backbone.is_file():
-        where = ('the path given as backbone_path' if backbone_path
-                 else f'the torch hub cache ({backbone.parent}; TORCH_HOME moves it)')
+        name = Path(weights.url).name
+        hint = (f'point backbone_path at a copy of {name}, or remove it to read {backbone_file(net)}' if backbone_path
+                else f'put {name} there (the torch hub cache; TORCH_HOME moves it) or set backbone_path in the '
+                     'metric\'s options')
         raise FileNotFoundError(
-            f'LPIPS-{net} needs torchvision\'s ImageNet {arch} weights: {backbone} not found. Put '
-            f'{Path(weights.url).name} at {where}, or set backbone_path in the metric\'s options; to fetch it once '
-            f'on a machine with internet: python -c "import torchvision; torchvision.models.{arch}'
-            f'(weights=\'IMAGENET1K_V1\')" (it lands in that machine\'s <torch hub dir>/checkpoints/), or download '
-            f'{weights.url}')
+            f'LPIPS-{net} needs torchvision\'s ImageNet {arch} weights: {backbone} not found; {hint}. To fetch it '
+            f'once on a machine with internet: python -c "import torchvision; torchvision.models.{arch}'
+            f'(weights=\'IMAGENET1K_V1\')" (saved to its <torch hub dir>/checkpoints/), or download {weights.url}')
     lin = Path(lin_path) if lin_path else linear_layers_file(net)
     if not lin.is_file():
         raise FileNotFoundError(f'LPIPS-{net} linear layers: {lin} not found; set lin_path to the v0.1 {net}.pth of '
@@ -74,7 +74,8 @@ def _load_state(path, what):
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:  # a truncated or foreign file: say which one
-        raise ValueError(f'{path}: cannot read the LPIPS {what} weights ({type(error).__name__}: {error})') from None
+        first = (str(error).strip().splitlines() or [''])[0]
+        raise ValueError(f'{path}: cannot read the LPIPS {what} weights ({type(error).__name__}: {first})') from None
     if not isinstance(state, dict):
         raise ValueError(f'{path}: not a state dict (the LPIPS {what} weights)')
     return state
@@ -128,8 +129,8 @@ def build_lpips(net='vgg', backbone_path=None, lin_path=None, device=None):
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # shapes of another network
-        first = str(error).strip().splitlines()[-1].strip()
-        raise ValueError(f'{backbone} / {lin}: weights do not fit LPIPS-{net}: {first}') from None
+        last = str(error).strip().splitlines()[-1].strip()  # the first line only names the module
+        raise ValueError(f'{backbone} / {lin}: weights do not fit LPIPS-{net}: {last}') from None
     model = model.to(device).eval().requires_grad_(False)
     _MODELS[key] = model
     return model

@@ -36,12 +36,11 @@ from os import path as osp
 
 import torch
 from basicsr.metrics import calculate_metric
-from basicsr.utils.registry import METRIC_REGISTRY
 from basicsr.models.lr_scheduler import CosineAnnealingRestartLR
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
