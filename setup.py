@@ -80,10 +80,15 @@ setup(
         'Pillow',
         'scikit-image',
         'tqdm',
+        'lpips>=0.1.4',  # LPIPS' reference implementation (BSD-2), its linear-layer weights in the wheel
         # basicsr imports distutils, which Python 3.12 dropped; setuptools provides it again.
         'setuptools; python_version >= "3.12"',
     ],
-    extras_require={'test': ['pytest>=7', 'pytest-timeout']},
+    extras_require={
+        'test': ['pytest>=7', 'pytest-timeout'],
+        # No-reference metrics (MUSIQ, NIQE, LIQE, ...) through calculate_pyiqa; pyiqa is non-commercial only.
+        'iqa': ['pyiqa'],
+    },
     entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main']},
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -7,7 +7,7 @@ from .compat import apply_import_shims, apply_runtime_shims
 
 apply_import_shims()
 
-from . import archs, data, losses, models  # noqa: E402,F401  (importing registers the classes)
+from . import archs, data, losses, metrics, models  # noqa: E402,F401  (importing registers the classes)
 
 apply_runtime_shims()
 

@@ -1,6 +1,7 @@
 """Test with BasicSR's pipeline and JUDE registered: `python jude_arch/test.py -opt options/test_jude_lolblur.yml`.
 
-Metrics go to the log in results/<name>/, images to results/<name>/visualization/<dataset>/, under the
+Metrics go to the log in results/<name>/ and, with the options' `protocol` section, frame count and metric
+settings, to results/<name>/metrics_<dataset>.json; images to results/<name>/visualization/<dataset>/, under the
 working directory.
 """
 import os

@@ -69,7 +69,8 @@ def test_test_files_parse(name, monkeypatch, tmp_path):
     assert opt['model_type'] == 'JUDEModel' and opt['val']['save_img'] and opt['val']['suffix']
     assert isinstance(build_network(dict(opt['network_g'])), JUDE)
     metrics = set(opt['val']['metrics'])
-    assert metrics == ({'niqe'} if 'real' in name else {'psnr', 'ssim'})
+    assert metrics == ({'niqe'} if 'real' in name else {'psnr', 'ssim', 'lpips'} if 'lolblur' in name else
+                       {'psnr', 'ssim'})
 
 
 def test_demo_files_agree(monkeypatch, tmp_path):

@@ -18,7 +18,16 @@ YAML knobs (all optional):
       tile: ~                  # {size: 512, overlap: 64}: tiled validation, seamless blending (jude_arch.tiling);
                                # overlap defaults to two kernel widths
       tb_images: 3             # first N validation images shown in TensorBoard
+    protocol: ~                # testing: a free-form description of the evaluation protocol, written with the
+                               # metric values to results/<name>/metrics_<dataset>.json
+
+Metrics get BasicSR's 8-bit images (`img`, `img2`) and, when their function accepts them, the float tensors
+`img_float` (the output before clamping and rounding) and `img2_float` (the ground truth), which
+`jude_arch.metrics` use with `float_input: true`. A metric function with a `prepare(**options)` attribute is
+called before the first image is restored, so that missing weights stop the run at once.
 """
+import inspect
+import json
 import os
 import time
 from collections import OrderedDict
@@ -31,11 +40,12 @@ from basicsr.models.lr_scheduler import CosineAnnealingRestartLR
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
 from ..archs import JUDE
+from ..metrics.metric_input import FLOAT_KEYS
 from ..restorer import default_overlap
 from ..tiling import TileGrid
 
@@ -62,6 +72,12 @@ def image_name(data):
         key = data['key']
         return key[0] if isinstance(key, (list, tuple)) else key
     return osp.splitext(osp.basename(data['lq_path'][0]))[0]
+
+
+def _metric_accepts(metric_opt, key):
+    """Whether the metric function of `metric_opt` takes the keyword `key` (by name or through **kwargs)."""
+    parameters = inspect.signature(METRIC_REGISTRY.get(metric_opt['type'])).parameters.values()
+    return any(p.name == key or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _check_precision(where, precision, device):
@@ -215,7 +231,8 @@ class JUDEModel(SRModel):
         net.eval()
         with torch.inference_mode(), self._autocast(self.val_precision):
             output, self.kernel = self._restore(net, self.lq, with_kernel)
-            self.output = output.float().clamp(0, 1)
+            self.output_unclamped = output.float()  # for metrics with float_input (the JUDE paper's SSIM, LPIPS)
+            self.output = self.output_unclamped.clamp(0, 1)
         if was_training:
             net.train()
 
@@ -224,8 +241,10 @@ class JUDEModel(SRModel):
         val_opt = self.opt['val']
         metrics = val_opt.get('metrics') or {}
         if metrics:
+            self._prepare_metrics(metrics)
             self._initialize_best_metric_results(dataset_name)
             self.metric_results = {name: 0 for name in metrics}
+        sizes = {}
         tb_images = val_opt.get('tb_images', 3) if tb_logger else 0
         pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
 
@@ -235,16 +254,20 @@ class JUDEModel(SRModel):
             self.feed_data(val_data)
             self.test(with_kernel=idx < tb_images)
             result = tensor2img(self.output)
-            metric_data = {'img': result}
+            size = tuple(self.output.shape[-2:])
+            sizes[size] = sizes.get(size, 0) + 1
+            metric_data = {'img': result, FLOAT_KEYS[0]: self.output_unclamped}
             if 'gt' in val_data:
                 metric_data['img2'] = tensor2img(self.gt)
+                metric_data[FLOAT_KEYS[1]] = self.gt.float()
             if idx < tb_images:
                 self._log_visuals(tb_logger, f'{dataset_name}/{name}', current_iter, 'gt' in val_data)
             if save_img:
                 imwrite(result, self._image_path(dataset_name, name, current_iter))
             for metric, metric_opt in metrics.items():
-                self.metric_results[metric] += calculate_metric(metric_data, metric_opt)
-            self.lq = self.output = self.kernel = None
+                data = {k: v for k, v in metric_data.items() if k not in FLOAT_KEYS or _metric_accepts(metric_opt, k)}
+                self.metric_results[metric] += calculate_metric(data, metric_opt)
+            self.lq = self.output = self.output_unclamped = self.kernel = None
             if 'gt' in val_data:
                 del self.gt
             count += 1
@@ -259,6 +282,47 @@ class JUDEModel(SRModel):
                 self.metric_results[metric] /= count
                 self._update_best_metric_result(dataset_name, metric, self.metric_results[metric], current_iter)
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        if not self.opt['is_train']:
+            self._write_protocol_summary(dataloader.dataset, count, sizes)
+
+    @staticmethod
+    def _prepare_metrics(metrics):
+        """Run each metric's `prepare` hook (e.g. LPIPS checks its weight files) before any image is restored."""
+        for metric_opt in metrics.values():
+            options = dict(metric_opt)
+            prepare = getattr(METRIC_REGISTRY.get(options.pop('type')), 'prepare', None)
+            if prepare is not None:
+                prepare(**options)
+
+    @master_only
+    def _write_protocol_summary(self, dataset, count, sizes):
+        """Write results/<name>/metrics_<dataset>.json: the metric values with everything that defines them
+        (the YAML's `protocol` section, input and ground-truth folders, crop, frame count and sizes, network,
+        checkpoint, metric options), so that a number never travels without its protocol."""
+        dataset_opt = dataset.opt
+        path_opt = self.opt['path']
+        summary = {
+            'protocol': _plain(self.opt.get('protocol')),
+            'dataset': {
+                'name': dataset_opt['name'], 'type': dataset_opt.get('type'),
+                'dataroot_lq': dataset_opt.get('dataroot_lq'), 'dataroot_gt': dataset_opt.get('dataroot_gt'),
+                'crop_to_multiple': dataset_opt.get('crop_to_multiple'), 'frames': count,
+                'evaluated_sizes': [{'height': h, 'width': w, 'frames': n} for (h, w), n in sorted(sizes.items())],
+            },
+            'network_g': _plain(self.opt.get('network_g')),
+            'checkpoint': path_opt.get('pretrain_network_g'),
+            'param_key_g': path_opt.get('param_key_g', 'params'),
+            'val': {key: _plain(self.opt['val'].get(key)) for key in ('precision', 'tile')},
+            'metrics': {name: {'value': float(self.metric_results[name]), 'options': _plain(opt)}
+                        for name, opt in (self.opt['val'].get('metrics') or {}).items()} if count else {},
+        }
+        path = osp.join(path_opt['results_root'], f"metrics_{dataset_opt['name']}.json")
+        tmp = f'{path}.tmp'
+        with open(tmp, 'w') as file:
+            json.dump(summary, file, indent=2, ensure_ascii=False)
+            file.write('\n')
+        os.replace(tmp, path)
+        get_root_logger().info(f'Metrics and their protocol: {path}')
 
     def _image_path(self, dataset_name, name, current_iter):
         vis = self.opt['path']['visualization']
