@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.metrics import calculate_metric
 from basicsr.models import build_model
@@ -18,7 +17,8 @@ from basicsr.utils import tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY
 
 from metric_helpers import add_noise, textured, write_backbone
-from training_helpers import PYTHON, ROOT, TINY_NET, run, tiny_options, write_yaml
+from jude_arch.released import convert_released
+from training_helpers import PYTHON, ROOT, run, tiny_options, write_yaml
 
 OPTIONS = ROOT / 'options'
 PAPER, STANDARD = OPTIONS / 'test_jude_lolblur_paper.yml', OPTIONS / 'test_jude_lolblur.yml'
@@ -107,17 +107,21 @@ def torch_home(tmp_path_factory):
 
 
 def test_paper_protocol_runs_end_to_end(tmp_path, torch_home):
-    """options/test_jude_lolblur_paper.yml through jude_arch/test.py, only the network swapped for a small random
-    JUDE (the released checkpoint cannot be downloaded here); frames 300×136 are cut to 256×128. A pyiqa that
-    fails on import sits on the path: the run must never import it (pyiqa is optional, non-commercial)."""
+    """options/test_jude_lolblur_paper.yml through jude_arch/test.py on a file laid out like the authors'
+    release ({'state_dict': ...} with 'module.' keys): the small instance of their network in
+    tests/data/released_small.pt (the real file cannot be downloaded here), so network_g keeps `preset: released`
+    and `hypernet_batch_stats: true` and only gets the small sizes; frames 300×136 are cut to 256×128. A pyiqa
+    that fails on import sits on the path: the run must never import it (pyiqa is optional, non-commercial)."""
     work = lolblur_test_split(tmp_path, (300, 136))
     (work / 'fake_packages' / 'pyiqa').mkdir(parents=True)
     (work / 'fake_packages' / 'pyiqa' / '__init__.py').write_text('raise RuntimeError("pyiqa was imported")\n')
-    torch.manual_seed(0)
-    checkpoint = work / 'small_jude.pth'
-    torch.save({'params': build_network(dict(TINY_NET)).state_dict()}, checkpoint)
+    release = torch.load(Path(__file__).resolve().parent / 'data' / 'released_small.pt', weights_only=True)
+    checkpoint = work / 'bownet_best.pth'
+    torch.save({'state_dict': release['checkpoint']['state_dict']}, checkpoint)
     opt = options(PAPER)
-    opt['network_g'] = dict(TINY_NET)
+    assert opt['network_g'] == {'type': 'JUDE', 'preset': 'released', 'hypernet_batch_stats': True}
+    sizes = convert_released(release['checkpoint'])['network_g']
+    opt['network_g'].update({k: v for k, v in sizes.items() if k not in ('type', 'preset')})
     opt['path']['pretrain_network_g'] = str(checkpoint)
     opt['val']['pbar'] = False
     run([PYTHON, ROOT / 'jude_arch' / 'test.py', '-opt', write_yaml(opt, work / 'paper.yml')], cwd=work,
@@ -131,7 +135,7 @@ def test_paper_protocol_runs_end_to_end(tmp_path, torch_home):
         'name': 'LOL-Blur-test-low_blur', 'type': 'LOLBlurDataset', 'dataroot_lq': 'datasets/LOL-Blur/test/low_blur',
         'dataroot_gt': 'datasets/LOL-Blur/test/high_sharp_scaled', 'crop_to_multiple': 128, 'frames': 2,
         'evaluated_sizes': [{'height': 128, 'width': 256, 'frames': 2}]}
-    assert summary['checkpoint'] == str(checkpoint) and summary['network_g'] == TINY_NET
+    assert summary['checkpoint'] == str(checkpoint) and summary['network_g'] == opt['network_g']
     metrics = summary['metrics']
     assert {name: m['options'] for name, m in metrics.items()} == opt['val']['metrics']
     assert all(math.isfinite(m['value']) for m in metrics.values()) and metrics['lpips']['value'] > 0

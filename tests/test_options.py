@@ -63,7 +63,8 @@ def test_phases_chain_and_only_phase_3_adds_noise(monkeypatch, tmp_path):
     assert noise['gaussian_sigma'] == [0, 8] and noise['poisson_scale'] == [0.1, 1.2] and noise['gray_prob'] == 0.3
 
 
-@pytest.mark.parametrize('name', ['test_jude_lolblur.yml', 'test_jude_real.yml', 'test_jude_demo.yml'])
+@pytest.mark.parametrize('name', ['test_jude_lolblur.yml', 'test_jude_lolblur_paper.yml', 'test_jude_real.yml',
+                                  'test_jude_demo.yml'])
 def test_test_files_parse(name, monkeypatch, tmp_path):
     opt = parse(name, monkeypatch, tmp_path, is_train=False)
     assert opt['model_type'] == 'JUDEModel' and opt['val']['save_img'] and opt['val']['suffix']
