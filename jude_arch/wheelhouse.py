@@ -12,7 +12,7 @@ scikit-image): basicsr, lmdb, addict, yapf, tb-nightly and theirs, and pytest fo
 (this project needs torch ≥ 2.1, BasicSR torch ≥ 1.7).
 
 Wheels are fetched for the target interpreter and platform (`--python-version`, `--platform`; default: this
-one) with `pip download --no-deps`, one level of the dependency tree at a time, each package's requirements
+one) with `pip download --no-deps --prefer-binary`, one level of the dependency tree at a time, each package's requirements
 read from its wheel's metadata with the target's environment markers. Packages published only as source
 (BasicSR: its sdist declares torch as a build requirement, so pip's isolated build would try to download
 torch) are built here into wheels with `--no-build-isolation`, against the torch of this environment; only
@@ -152,8 +152,9 @@ def build(out, python_version=None, platforms=(), provided=PROVIDED, extras=EXTR
             if not wanted:
                 break
             download = Path(scratch) / f'level{level}'
-            _pip('download', '--no-deps', '--no-build-isolation', '--quiet', '--dest', str(download), *target,
-                 *wanted.values())
+            # --prefer-binary: an older release with a wheel for the target beats a newer one only as source.
+            _pip('download', '--no-deps', '--no-build-isolation', '--prefer-binary', '--quiet', '--dest',
+                 str(download), *target, *wanted.values())
             for path in sorted(download.iterdir()):
                 if path.suffix == '.whl':
                     wheel = out / path.name
