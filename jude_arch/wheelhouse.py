@@ -163,8 +163,10 @@ def build(out, python_version=None, platforms=(), provided=PROVIDED, extras=EXTR
                     wheel = build_wheel(path, out)
                     if not _is_pure(wheel):
                         wheel.unlink()
-                        raise WheelhouseError(f'{path.name}: no wheel for the target and its build here is not '
-                                              'pure Python; build it on a machine like the target')
+                        raise WheelhouseError(f'{path.name}: the index has no wheel of it for the target and its '
+                                              'build here is not pure Python; build its wheel on a machine like '
+                                              'the target into the wheelhouse, or, if the target has it, name it '
+                                              'in --provided')
                     log(f'built {wheel.name} from {path.name}')
                 name = canonicalize_name(parse_wheel_filename(wheel.name)[0])
                 chosen[name] = wheel
