@@ -1,6 +1,6 @@
 """Benchmark JUDE: time and peak memory of a forward pass (inference) and of a training step.
 
-    python -m jude_arch.benchmark --quick                   # the CPU subset, at most 5 minutes on 2 cores
+    python -m jude_arch.benchmark --quick                   # the CPU subset, planned for 5 minutes on 2 cores
     python -m jude_arch.benchmark                           # every preset × size × mode × variant
     python -m jude_arch.benchmark --presets full --sizes 1120x640 --modes forward --variants default bf16
     python -m jude_arch.benchmark --quick --flops --json bench.json   # + GFLOP per call, + a JSON record
@@ -153,7 +153,8 @@ def build_case(case):
     net = JUDE(case['preset'], **options).to(device).train(case['mode'] == 'train')
     model = torch.compile(net) if variant == 'compile' else net
     x = 0.3 * torch.rand(case['batch'], 3, case['height'], case['width'], device=device)
-    amp = torch.autocast(device.type, dtype=getattr(torch, AUTOCAST[variant])) if variant in AUTOCAST else nullcontext()
+    amp = (torch.autocast(device.type, dtype=getattr(torch, AUTOCAST[variant])) if variant in AUTOCAST else
+           nullcontext())
 
     def forward():
         with amp:

@@ -67,7 +67,8 @@ def run_tests(tests, device, log=print):
 def format_table(device_name, tests, rows):
     """The check's table: one line on the tests, then the benchmark rows (peak memory in GiB)."""
     lines = [f'GPU check on {device_name}', '', f"CUDA tests: {tests['summary']} (exit status {tests['status']})",
-             '', '| measures | preset | input (W×H) | batch | mode | variant | median s | first s | peak GiB | status |',
+             '', '| measures | preset | input (W×H) | batch | mode | variant | median s | first s | peak GiB '
+             '| status |',
              '|' + '---|' * 10]
     for r in rows:
         peak = f"{r['peak_bytes'] / 2**30:.2f}" if 'peak_bytes' in r else '—'

@@ -12,12 +12,12 @@ scikit-image): basicsr, lmdb, addict, yapf, tb-nightly and theirs, and pytest fo
 (this project needs torch ≥ 2.1, BasicSR torch ≥ 1.7).
 
 Wheels are fetched for the target interpreter and platform (`--python-version`, `--platform`; default: this
-one) with `pip download --no-deps --prefer-binary`, one level of the dependency tree at a time, each package's requirements
-read from its wheel's metadata with the target's environment markers. Packages published only as source
-(BasicSR: its sdist declares torch as a build requirement, so pip's isolated build would try to download
-torch) are built here into wheels with `--no-build-isolation`, against the torch of this environment; only
-pure-Python wheels are accepted that way, since they must install on the target too. Run it from a clone of
-the repository (it builds the project's wheel from its setup.py) in an environment where the project is
+one) with `pip download --no-deps --prefer-binary`, one level of the dependency tree at a time, each package's
+requirements read from its wheel's metadata with the target's environment markers. Packages published only
+as source (BasicSR: its sdist declares torch as a build requirement, so pip's isolated build would try to
+download torch) are built here into wheels with `--no-build-isolation`, against the torch of this environment;
+only pure-Python wheels are accepted that way, since they must install on the target too. Run it from a clone
+of the repository (it builds the project's wheel from its setup.py) in an environment where the project is
 installed, with access to a package index.
 """
 import argparse

@@ -120,7 +120,8 @@ def test_restorer_and_cli_default_to_auto_and_say_what_they_chose(monkeypatch, t
     image = tmp_path / 'dark.png'
     cv2.imwrite(str(image), np.full((24, 20, 3), 40, np.uint8))
     with caplog.at_level(logging.INFO, logger='jude_arch'):
-        assert main(['-i', str(image), '-o', str(tmp_path / 'out'), '--model-path', str(checkpoint), '--tile', '0']) == 0
+        assert main(['-i', str(image), '-o', str(tmp_path / 'out'), '--model-path', str(checkpoint), '--tile',
+                     '0']) == 0
     reason = 'CPU with AMX' if feature else 'CPU without native bf16'
     assert f'cpu, precision {expected} (auto: {reason}' in caplog.text
     restorer = JUDERestorer.from_checkpoint(checkpoint, device='cpu', precision='auto')
