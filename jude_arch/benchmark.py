@@ -1,6 +1,6 @@
 """Benchmark JUDE: time and peak memory of a forward pass (inference) and of a training step.
 
-    python -m jude_arch.benchmark --quick                   # the CPU subset, a few minutes on 2 cores
+    python -m jude_arch.benchmark --quick                   # the CPU subset, planned for 5 minutes on 2 cores
     python -m jude_arch.benchmark                           # every preset × size × mode × variant
     python -m jude_arch.benchmark --presets full --sizes 1120x640 --modes forward --variants default bf16
     python -m jude_arch.benchmark --quick --flops --json bench.json   # + GFLOP per call, + a JSON record
@@ -35,6 +35,7 @@ VARIANTS = {
     'nchw': 'channels_last=False',
     'default': 'the preset as is: channels_last, dead last-stage updates skipped, inference_mode',
     'bf16': 'default under bf16 autocast (FFT step and unrolled variables stay float32)',
+    'fp16': 'default under fp16 autocast (for GPUs; FFT step and unrolled variables stay float32)',
     'checkpoint': 'checkpoint_stages=True (training only: recompute operator activations in backward)',
     'checkpoint+bf16': 'checkpoint_stages=True under bf16 autocast (training only)',
     'compile': 'torch.compile(default); "first s" includes the compilation',
@@ -44,13 +45,14 @@ MODES = ('forward', 'train')
 PRESETS = ('small', 'full')
 SIZES = ('256x256', '512x512', '1120x640')
 # --quick: what fits in about five minutes on a 2-core CPU, without torch.compile of the full preset
-# (its compilation alone takes minutes there).
+# (its compilation alone takes minutes there); bf16 rows only where the CPU runs bf16 natively.
 QUICK = {
     'small': {'forward': ('plain', 'nchw', 'default', 'bf16', 'compile'),
               'train': ('plain', 'default', 'bf16', 'checkpoint')},
     'full': {'forward': ('plain', 'default', 'bf16'), 'train': ()},
 }
 RESULT_TAG = 'JUDE_BENCHMARK_RESULT '
+AUTOCAST = {'bf16': 'bfloat16', 'checkpoint+bf16': 'bfloat16', 'fp16': 'float16'}
 
 
 def parse_size(text):
@@ -67,13 +69,16 @@ def parse_size(text):
 def machine_info():
     """CPU model, cores, RAM, torch version and threads, CUDA device: what a reader needs to compare."""
     import torch
+
+    from .precision import cpu_bf16_feature
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
             cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    info = dict(cpu=cpu, cpu_cores=os.cpu_count(), memory_gib=round(meminfo('MemTotal') / 2**30, 1),
+    info = dict(cpu=cpu, cpu_native_bf16=cpu_bf16_feature() or 'none', cpu_cores=os.cpu_count(),
+                memory_gib=round(meminfo('MemTotal') / 2**30, 1),
                 python=platform.python_version(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
                 platform=platform.platform())
     if torch.cuda.is_available():
@@ -148,7 +153,8 @@ def build_case(case):
     net = JUDE(case['preset'], **options).to(device).train(case['mode'] == 'train')
     model = torch.compile(net) if variant == 'compile' else net
     x = 0.3 * torch.rand(case['batch'], 3, case['height'], case['width'], device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if variant.endswith('bf16') else nullcontext()
+    amp = (torch.autocast(device.type, dtype=getattr(torch, AUTOCAST[variant])) if variant in AUTOCAST else
+           nullcontext())
 
     def forward():
         with amp:
@@ -249,16 +255,31 @@ def run_case(case, timeout=None):
     return dict(case, status=f'failed: {reason}: {stderr[-1][:200] if stderr else "no output"}')
 
 
+def skipped_variants(args, device):
+    """Variants the plan leaves out on a device unless --variants names them: {variant: reason}."""
+    if device != 'cpu' or args.variants:
+        return {}
+    from .precision import cpu_bf16_feature
+
+    skipped = {'fp16': 'fp16 is for GPUs (few fast fp16 CPU kernels)'}
+    if args.quick and cpu_bf16_feature() is None:
+        reason = ('this CPU has no native bf16 (no AMX, no AVX512-BF16): PyTorch emulates it, about 12× slower '
+                  'than fp32')
+        skipped.update({variant: reason for variant, dtype in AUTOCAST.items() if dtype == 'bfloat16'})
+    return skipped
+
+
 def plan(args):
     """The cases to run, in table order."""
     cases = []
     for device in args.devices:
+        skipped = skipped_variants(args, device)
         for preset in args.presets:
             for height, width in args.sizes:
                 for mode in args.modes:
                     variants = QUICK[preset][mode] if args.quick and not args.variants else args.variants or VARIANTS
                     for variant in variants:
-                        if mode == 'forward' and variant in TRAIN_ONLY:
+                        if (mode == 'forward' and variant in TRAIN_ONLY) or variant in skipped:
                             continue
                         cases.append(dict(preset=preset, height=height, width=width, batch=args.batch, mode=mode,
                                           variant=variant, device=device, warmup=args.warmup,
@@ -301,7 +322,7 @@ def main(argv=None):
         epilog='Variants:\n' + '\n'.join(f'  {name:16s}{text}' for name, text in VARIANTS.items()))
     parser.add_argument('--quick', action='store_true',
                         help='the CPU subset: 256x256 only; small: every forward variant, train plain/default/'
-                        'bf16/checkpoint; full: forward plain/default/bf16')
+                        'bf16/checkpoint; full: forward plain/default/bf16; bf16 only on CPUs with native bf16')
     parser.add_argument('--presets', nargs='+', choices=PRESETS, default=list(PRESETS))
     parser.add_argument('--sizes', nargs='+', type=parse_size, metavar='WxH',
                         help=f'input sizes, width×height (default: {" ".join(SIZES)}; --quick: 256x256)')
@@ -327,6 +348,8 @@ def main(argv=None):
         return
 
     import torch
+
+    from .precision import auto_precision
     if args.batch < 1 or args.warmup < 1 or args.repeats < 1:
         parser.error('--batch, --warmup and --repeats must be at least 1')
     if args.sizes is None:
@@ -347,6 +370,13 @@ def main(argv=None):
 
     machine = machine_info()
     print('machine: ' + ', '.join(f'{k}={v}' for k, v in machine.items()), flush=True)
+    for device in args.devices:
+        chosen, reason = auto_precision(device)
+        print(f'precision auto on {device}: {chosen} ({reason})', flush=True)
+        skipped = skipped_variants(args, device)
+        for reason in dict.fromkeys(skipped.values()):
+            names = ', '.join(v for v, r in skipped.items() if r == reason)
+            print(f'skipped on {device}: {names}: {reason}', flush=True)
     memory_limit = int(0.9 * meminfo('MemAvailable')) or None
     cases = plan(args)
     rows = []

@@ -20,7 +20,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .memory import hold_freed_memory, peak_process_memory
 from .photo_io import IMAGE_EXTENSIONS, is_image_file, output_extension, read_photo, write_image
-from .restorer import PRECISIONS, JUDERestorer, RestoreError, read_network_options
+from .precision import CHOICES as PRECISION_CHOICES
+from .restorer import JUDERestorer, RestoreError, read_network_options
 from .visualize import save_intermediates
 
 logger = logging.getLogger('jude_arch')
@@ -51,8 +52,9 @@ def build_parser():
                         "network_g) or a YAML network dict such as '{type: JUDE, preset: small}'")
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
                         help='auto (default): CUDA when available, else CPU')
-    parser.add_argument('--precision', default='fp32', choices=list(PRECISIONS),
-                        help='fp32 (default), or bf16/fp16 autocast; bf16 is the half precision for CPUs')
+    parser.add_argument('--precision', default='auto', choices=PRECISION_CHOICES,
+                        help='auto (default): bf16 where the device runs it natively (CUDA with bf16, CPUs with AMX '
+                        'or AVX512-BF16), fp16 on other GPUs, fp32 on other CPUs; or fp32, bf16, fp16')
     parser.add_argument('--tile', default='auto', type=_tile,
                         help="tile side in pixels, 0 for whole images, or 'auto' (default): the largest tile that "
                         "fits half of the device's free memory")

@@ -16,11 +16,10 @@ only decides how much of the image goes through the network at once:
   fits half of the device's free memory (CUDA: free device memory; CPU: available RAM less the
   whole-image buffers); the other half absorbs what the count does not see: library workspaces,
   allocator slack, the runtime itself (12-MP photos on CPU peaked at 1.1–1.5× the planned bytes).
-- Precision: 'bf16' and 'fp16' run the network under autocast on its device; the architecture keeps
-  its FFT data step and the unrolled variables in float32. On CPU, bf16 is the half precision: on a
-  Xeon with AMX the small preset ran a 512×512 forward in 0.45 s (bf16), 1.17 s (fp32) and 1.41 s
-  (fp16: PyTorch has few fast fp16 CPU kernels), so fp16 on CPU runs but with a warning. On CUDA
-  fp16 runs everywhere and bf16 needs an Ampere or newer GPU.
+- Precision (`jude_arch.precision`): 'bf16' and 'fp16' run the network under autocast on its device; the
+  architecture keeps its FFT data step and the unrolled variables in float32. 'auto' takes bf16 where the
+  device runs it natively (CUDA with bf16, CPUs with AMX or AVX512-BF16), fp16 on other GPUs, fp32 on
+  other CPUs, where bf16 is emulated and far slower than fp32 (asking for it there warns once).
 """
 import inspect
 import logging
@@ -35,9 +34,10 @@ from tqdm import tqdm
 
 from .checkpoint_io import CheckpointError, convert_if_released, read_checkpoint, state_dict_of
 from .memory import PeakTensorMemory, available_memory
+from .precision import PRECISIONS, auto_precision
+from .precision import resolve as resolve_precision
 from .tiling import TileGrid
 
-PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 PROBE_SIZES = (64, 128)  # square probe inputs of the memory measurement
 MIN_AUTO_TILE = 128
 MEMORY_FRACTION = 0.5
@@ -191,7 +191,8 @@ class JUDERestorer:
         network (torch.nn.Module): the network; `load_network` or `from_checkpoint` build it from a
             checkpoint.
         device (str): 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'.
-        precision (str): 'fp32', 'bf16' or 'fp16' (autocast on the device; see the module notes).
+        precision (str): 'fp32', 'bf16', 'fp16' (autocast on the device) or 'auto' (bf16 where the device
+            runs it natively, see the module notes).
         tile (int | str): tile side in pixels, 0 for whole images, or 'auto' to fit the device's memory.
         tile_overlap (int | None): smallest overlap of neighbouring tiles; None: two kernel widths.
         memory_fraction (float): share of the free memory that `tile='auto'` plans to use.
@@ -200,14 +201,13 @@ class JUDERestorer:
     def __init__(self, network, device='auto', precision='fp32', tile='auto', tile_overlap=None,
                  memory_fraction=MEMORY_FRACTION):
         self.device = _select_device(device)
-        if precision not in PRECISIONS:
-            raise RestoreError(f'unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}')
-        if precision == 'bf16' and self.device.type == 'cuda' and not torch.cuda.is_bf16_supported():
-            raise RestoreError('this GPU has no bf16 support; use --precision fp16 or fp32')
-        if precision == 'fp16' and self.device.type == 'cpu':
-            logger.warning('fp16 on CPU is usually slower than fp32 (few fast fp16 CPU kernels); use bf16 on CPU')
-        self.precision = precision
-        self.dtype = PRECISIONS[precision]
+        try:
+            self.precision = resolve_precision(precision, self.device, 'precision')
+        except ValueError as error:
+            raise RestoreError(str(error)) from None
+        logger.info(f'{self.device}, precision {self.precision}'
+                    + (f' (auto: {auto_precision(self.device)[1]})' if precision == 'auto' else ''))
+        self.dtype = PRECISIONS[self.precision]
         self.tile_overlap = default_overlap(network) if tile_overlap is None else int(tile_overlap)
         if self.tile_overlap < 0:
             raise RestoreError(f'tile overlap must be ≥ 0, got {self.tile_overlap}')

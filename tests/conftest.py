@@ -13,6 +13,12 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 TEST_TIMEOUT_S = 600
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'cuda: needs a CUDA GPU (skipped without one); run them with pytest -m cuda')
+    config.addinivalue_line('markers', 'slow: takes minutes (builds and installs packages); deselect with '
+                            '-m "not slow"')
+
+
 def pytest_collection_modifyitems(items):
     # A hang fails its own test (pytest-timeout prints where it hung) instead of stalling CI to its limit.
     for item in items:

@@ -1,4 +1,4 @@
-"""`python -m jude_arch.benchmark` (issue 5, criterion 1): quick mode prints every row it promises,
+"""`python -m jude_arch.benchmark`: quick mode prints every row it promises,
 measures memory honestly, and reports failures (torch.compile, out of memory) instead of dying."""
 import argparse
 import json
@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from jude_arch import benchmark
+from jude_arch import benchmark, precision
 
 
 def test_quick_mode_prints_every_promised_row(tmp_path):
@@ -20,7 +20,11 @@ def test_quick_mode_prints_every_promised_row(tmp_path):
         '--threads', '2', '--flops', '--json', str(out)
     ], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    promised = [(mode, variant) for mode, variants in benchmark.QUICK['small'].items() for variant in variants]
+    skipped = benchmark.skipped_variants(argparse.Namespace(quick=True, variants=None), 'cpu')
+    promised = [(mode, variant) for mode, variants in benchmark.QUICK['small'].items() for variant in variants
+                if variant not in skipped]
+    assert ('skipped on cpu: bf16, checkpoint+bf16: this CPU has no native bf16' in done.stdout) == ('bf16' in skipped)
+    assert 'precision auto on cpu: ' in done.stdout
     table = [line for line in done.stdout.splitlines() if line.startswith('| cpu | small | 32×24 |')]
     assert [tuple(cell.strip() for cell in line.split('|')[5:7]) for line in table] == promised
 
@@ -37,7 +41,8 @@ def test_quick_mode_prints_every_promised_row(tmp_path):
         assert len(row['times_s']) == row['repeats'] and row['median_s'] > 0 and row['peak_bytes'] > 0
     flops = {(r['mode'], r['variant']): r['gflop'] for r in rows if 'gflop' in r}
     # The plain path runs the last stage's dead D_Z call that the others skip.
-    assert flops['forward', 'plain'] > flops['forward', 'default'] == flops['forward', 'bf16']
+    assert flops['forward', 'plain'] > flops['forward', 'default'] == flops.get(('forward', 'bf16'), flops[
+        'forward', 'default'])
     plain_line = next(line for line in table if '| forward | plain |' in line)
     assert '| 1.00× |' in plain_line
 
@@ -81,18 +86,27 @@ def test_out_of_memory_is_reported_not_fatal():
     assert table.splitlines()[-1].endswith(f"| {row['status']} |") and '| — |' in table
 
 
-def test_plan():
+@pytest.mark.parametrize('feature', [None, 'AMX'])
+def test_plan(monkeypatch, feature):
+    """Quick mode measures bf16 only on a CPU that runs it natively (detection patched both ways), fp16 only
+    on request; the full plan has every variant."""
+    monkeypatch.setattr(precision, 'cpu_bf16_feature', lambda: feature)
     settings = dict(devices=['cpu'], presets=['small', 'full'], sizes=[(256, 256)], modes=['forward', 'train'],
                     variants=None, batch=1, warmup=1, repeats=3, threads=None, flops=False)
     quick = benchmark.plan(argparse.Namespace(quick=True, **settings))
     assert [(c['preset'], c['mode'], c['variant']) for c in quick] == [
         (preset, mode, variant) for preset, modes in benchmark.QUICK.items() for mode, variants in modes.items()
-        for variant in variants
+        for variant in variants if feature or variant != 'bf16'
     ]
+    assert any(c['variant'] == 'bf16' for c in quick) == (feature is not None)
     every = benchmark.plan(argparse.Namespace(quick=False, **settings))
     forward = {c['variant'] for c in every if c['mode'] == 'forward'}
     train = {c['variant'] for c in every if c['mode'] == 'train'}
-    assert train == set(benchmark.VARIANTS) and forward == train - set(benchmark.TRAIN_ONLY)
+    assert train == set(benchmark.VARIANTS) - {'fp16'} and forward == train - set(benchmark.TRAIN_ONLY)
+    named = benchmark.plan(argparse.Namespace(quick=True, **dict(settings, variants=['bf16', 'fp16'])))
+    assert {c['variant'] for c in named} == {'bf16', 'fp16'}  # asked for by name: measured anyway
+    on_gpu = benchmark.plan(argparse.Namespace(quick=False, **dict(settings, devices=['cuda'])))
+    assert {c['variant'] for c in on_gpu} == set(benchmark.VARIANTS)
 
 
 def test_speed_up_is_relative_to_plain_of_the_same_setting():

@@ -9,12 +9,13 @@ Nothing here assumes the network is JUDE: any BasicSR arch trains with it.
 
 YAML knobs (all optional):
     train:
-      precision: fp32          # fp32 | bf16 | fp16 (fp16 adds a GradScaler)
+      precision: fp32          # fp32 | bf16 | fp16 (fp16 adds a GradScaler) | auto (bf16 where native, see
+                               # jude_arch.precision)
       grad_clip: ~             # e.g. {max_norm: 0.1, norm_type: 2}, or a number (max_norm)
       pixel_opt: {type: JUDELoss, fft_weight: 0.1}   # the default when no loss is given
       ema_decay: 0.999         # SRModel's EMA, buffers copied too
     val:
-      precision: fp32          # autocast for validation / testing
+      precision: fp32          # autocast for validation / testing (also auto)
       tile: ~                  # {size: 512, overlap: 64}: tiled validation, seamless blending (jude_arch.tiling);
                                # overlap defaults to two kernel widths
       tb_images: 3             # first N validation images shown in TensorBoard
@@ -46,10 +47,11 @@ from tqdm import tqdm
 
 from ..archs import JUDE
 from ..metrics.metric_input import FLOAT_KEYS
+from ..precision import PRECISIONS, auto_precision
+from ..precision import resolve as resolve_precision
 from ..restorer import default_overlap
 from ..tiling import TileGrid
 
-PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 DEFAULT_LOSS = {'type': 'JUDELoss', 'fft_weight': 0.1}
 # Longest side of a TensorBoard strip; larger validation frames are shrunk for display only.
 TB_MAX_WIDTH = 2048
@@ -81,11 +83,11 @@ def _metric_accepts(metric_opt, key):
 
 
 def _check_precision(where, precision, device):
-    if precision not in PRECISIONS:
-        raise ValueError(f'{where}: precision must be one of {list(PRECISIONS)}, got {precision!r}')
-    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
-        raise ValueError(f'{where}: this GPU has no bfloat16 support; use fp16 or fp32')
-    return precision
+    """The precision a setting asks for on this device ('auto' resolved; see `jude_arch.precision`), logged."""
+    resolved = resolve_precision(precision, device, where)
+    reason = f' (auto: {auto_precision(device)[1]})' if precision == 'auto' else ''
+    get_root_logger().info(f'{where}: {resolved}{reason}')
+    return resolved
 
 
 def _save_with_retry(obj, path, what):
