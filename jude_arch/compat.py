@@ -2,10 +2,14 @@
 
 `apply_import_shims` must run before anything imports basicsr; `jude_arch/__init__.py` calls it first (and the
 import hook of `jude_arch/basicsr_hook.py` does when basicsr is imported on its own). `apply_runtime_shims`
-patches three BasicSR functions that assume CUDA; `import jude_arch` applies it, so `jude_arch/train.py`,
-`jude_arch/test.py` and, through the hook, `python -m basicsr.train` all get the fixes.
+patches three BasicSR functions that assume CUDA, loads options files with a safe YAML loader and checks the
+options JUDE owns for typos; `import jude_arch` applies it, so `jude_arch/train.py`, `jude_arch/test.py` and,
+through the hook, `python -m basicsr.train` all get the fixes.
 """
 import os
+from collections import OrderedDict
+
+import yaml
 
 import torch
 import torch.distributed as dist
@@ -86,11 +90,58 @@ def load_resume_state(opt):
     return state
 
 
+class OptionsLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+    """YAML's safe loader with BasicSR's ordered mappings. BasicSR loads options with the full (unsafe)
+    loader, on which `!!python/object/apply:os.system [...]` in an options file runs a command."""
+
+
+def _refuse_python_tag(loader, suffix, node):
+    raise yaml.constructor.ConstructorError(
+        None, None, f'the tag !!python/{suffix} is refused: options files hold plain values only (a python/ tag '
+        'can run code when the file is loaded); remove it', node.start_mark)
+
+
+OptionsLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              lambda loader, node: OrderedDict(loader.construct_pairs(node)))
+OptionsLoader.add_multi_constructor('tag:yaml.org,2002:python/', _refuse_python_tag)
+
+
+def _ordered_yaml():
+    """BasicSR's `ordered_yaml` (returns the Loader and Dumper for options files), with the safe loader."""
+    try:
+        from yaml import CDumper as Dumper
+    except ImportError:
+        from yaml import Dumper
+    Dumper.add_representer(OrderedDict, lambda dumper, data: dumper.represent_dict(data.items()))
+    return OptionsLoader, Dumper
+
+
+def _checked(parse_options):
+    """BasicSR's parse_options followed by the typo check of `jude_arch.option_check`."""
+    if getattr(parse_options, 'jude_checked', False):
+        return parse_options
+
+    def parse_and_check(root_path, is_train=True):
+        from .option_check import check_options
+
+        opt, args = parse_options(root_path, is_train=is_train)
+        check_options(opt)
+        return opt, args
+
+    parse_and_check.jude_checked = True
+    return parse_and_check
+
+
 def apply_runtime_shims():
-    """Patch BasicSR's distributed init and resume loader (BASICSR_NOTES shims 2 and 3)."""
+    """Patch BasicSR's distributed init and resume loader (BASICSR_NOTES shims 2 and 3), its options loading
+    (safe YAML, then the typo check) in basicsr.train and basicsr.test."""
+    import basicsr.test
     import basicsr.train
-    from basicsr.utils import dist_util
+    from basicsr.utils import dist_util, options
 
     dist_util._init_dist_pytorch = _init_dist_pytorch
     dist_util._init_dist_slurm = _init_dist_slurm
     basicsr.train.load_resume_state = load_resume_state
+    options.ordered_yaml = _ordered_yaml
+    basicsr.train.parse_options = _checked(basicsr.train.parse_options)
+    basicsr.test.parse_options = _checked(basicsr.test.parse_options)
