@@ -2,8 +2,9 @@
 traceback) and exit with status 1."""
 import yaml
 
+from .compat import ResumeError
 from .data.image_io import ImageDataError
 from .models.jude_model import TrainingStopped
 from .option_check import OptionError
 
-USER_ERRORS = (TrainingStopped, OptionError, ImageDataError, yaml.YAMLError)
+USER_ERRORS = (TrainingStopped, OptionError, ImageDataError, ResumeError, yaml.YAMLError)
