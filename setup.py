@@ -69,8 +69,8 @@ setup(
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
     install_requires=[
         'basicsr>=1.4.2',
-        'torch>=2.1',
-        'torchvision>=0.16',
+        'torch>=2.10',  # weights_only loading is safe from 2.10 on (CVE-2025-32434, CVE-2026-24747)
+        'torchvision>=0.25',
         'lmdb',
         'pyyaml',
         'opencv-python',

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .basicsr_hook import apply_import_shims
+from .safe_load import refusal_message
 
 __all__ = ['apply_import_shims', 'apply_runtime_shims', 'dist_backend', 'load_resume_state', 'ResumeError']
 
@@ -64,6 +65,9 @@ def _read_state(path, device):
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # a truncated zip, a refused pickle, an I/O error: the file is named either way
+        refused = refusal_message(path, error)
+        if refused:
+            raise ResumeError(refused) from None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ResumeError(f'{path}: cannot be loaded as a training state ({reason})') from None
 

@@ -26,7 +26,6 @@ import inspect
 import logging
 import math
 import pickle
-import re
 from copy import deepcopy
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import yaml
 from tqdm import tqdm
 
 from .memory import PeakTensorMemory, available_memory
+from .safe_load import refusal_message
 from .tiling import TileGrid
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -89,11 +89,10 @@ def _read_checkpoint(path):
     except IsADirectoryError:
         raise RestoreError(f'{path}: is a folder, not a checkpoint file') from None
     except pickle.UnpicklingError as error:
-        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
-        if found:
+        refused = refusal_message(path, error)
+        if refused:
             raise RestoreError(
-                f'{path}: refused to load: it stores Python objects ({found.group(1)}) besides tensors, and loading '
-                'them could run arbitrary code. If you trust the file, re-save its weights once: torch.save('
+                f'{refused}. If you trust the file, re-save its weights once: torch.save('
                 '{"params": torch.load(path, weights_only=False)["params"]}, new_path)') from None
         raise RestoreError(f'{path}: not a readable PyTorch checkpoint (corrupt, truncated or another format)') from None
     except Exception as error:  # torch.load reports damaged files with several exception types
