@@ -23,11 +23,11 @@ PRESETS = {
     # The paper's model with the released layer shapes.
     'full': dict(num_stages=5, unet_channels=[64, 128, 256, 512], unet_blocks=2, kernel_size=31, num_kernels=1,
                  kernel_width=16, share_operators=True, enhancer_input='L', enhancer_width=64, denoiser_width=32,
-                 boundary='reflect', checkpoint_stages=False, channels_last=True),
+                 boundary='replicate', checkpoint_stages=False, channels_last=True),
     # For CPU work, demos and tests: ~1/70 of the full model's FLOPs per pixel.
     'small': dict(num_stages=3, unet_channels=[16, 32, 64, 128], unet_blocks=1, kernel_size=31, num_kernels=1,
                   kernel_width=8, share_operators=True, enhancer_input='L', enhancer_width=32, denoiser_width=16,
-                  boundary='reflect', checkpoint_stages=False, channels_last=True),
+                  boundary='replicate', checkpoint_stages=False, channels_last=True),
 }
 ENHANCER_INPUTS = ('L', 'PQ')
 # Order of the unrolled variables in the stage state tuple.
@@ -67,7 +67,8 @@ class JUDE(nn.Module):
             (P_K ⊙ Q_K, the sharp low-light image, as the released code).
         enhancer_width (int): illumination-enhancer width (full: 64, small: 32).
         denoiser_width (int): reflectance-denoiser width (full: 32, small: 16).
-        boundary (str): boundary handling of the FFT data step, 'reflect', 'replicate' or 'circular'.
+        boundary (str): boundary handling of the FFT data step: 'replicate' (both presets; measured best
+            on photos, docs/boundary.md), 'reflect' or 'circular'.
         checkpoint_stages (bool): gradient checkpointing in every stage: each proximal-operator call
             keeps only its input and recomputes its activations in the backward pass. Same result,
             a fraction of the training memory, about one more forward pass of compute (False).
