@@ -46,6 +46,9 @@ from ..tiling import TileGrid
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 DEFAULT_LOSS = {'type': 'JUDELoss', 'fft_weight': 0.1}
 DEFAULT_MAX_NONFINITE_STEPS = 10
+# A resumed run keeps the learning rate saved in its training state; grad_clip and precision come from the YAML.
+_DIVERGED_HINT = ('Set train.grad_clip (or train in fp32) and resume with --auto_resume, or lower train.optim_g.lr '
+                  'and start a new run from that checkpoint (path.pretrain_network_g)')
 # Longest side of a TensorBoard strip; larger validation frames are shrunk for display only.
 TB_MAX_WIDTH = 2048
 TB_KERNEL_ZOOM = 4
@@ -81,12 +84,6 @@ class TrainingStopped(RuntimeError):
     """Training cannot go on without losing or poisoning the model; the message says why and what to do."""
 
 
-def _all_finite(tensors):
-    """True when every floating-point tensor holds only finite values (one synchronisation in all)."""
-    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
-
-
 def _payload_bytes(obj):
     """Bytes of the tensors in a checkpoint-like tree: roughly the size torch.save will write."""
     if torch.is_tensor(obj):
@@ -99,7 +96,11 @@ def _payload_bytes(obj):
 
 
 def _save_failure(path, error, needed):
-    """The plain-words reason a save failed: a full disk is named as such, with the space it needed."""
+    """Why a save failed, in plain words, and whether the disk is full (named as such, with the space needed).
+
+    Returns:
+        tuple[str, bool]: (reason, disk full).
+    """
     folder = osp.dirname(path) or '.'
     try:
         free = shutil.disk_usage(folder).free
@@ -109,8 +110,8 @@ def _save_failure(path, error, needed):
     if getattr(error, 'errno', None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < needed):
         free_text = '' if free is None else f', {free / 2**20:.1f} MB free'
         return (f'no space left on device in {folder}: needed ~{needed / 2**20:.1f} MB{free_text}; free some space '
-                '(or move the experiment to a larger disk), then resume with --auto_resume')
-    return f'{type(error).__name__}: {error}'
+                '(or move the experiment to a larger disk), then resume with --auto_resume'), True
+    return f'{type(error).__name__}: {error}', False
 
 
 def _save_with_retry(obj, path, what):
@@ -127,8 +128,8 @@ def _save_with_retry(obj, path, what):
                 os.replace(tmp, path)
                 return
             except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
-                reason = _save_failure(path, error, needed)
-                if reason.startswith('no space left') or attempt == 2:
+                reason, disk_full = _save_failure(path, error, needed)
+                if disk_full or attempt == 2:
                     message = f'cannot save the {what} {path}: {reason}'
                     get_root_logger().error(message)
                     raise TrainingStopped(message) from error
@@ -278,9 +279,8 @@ class JUDEModel(SRModel):
         if self.nonfinite_streak >= self.max_nonfinite_steps:
             iters = self.nonfinite_iters[-self.nonfinite_streak:]
             message = (f'training stopped: {self.nonfinite_streak} consecutive non-finite steps (iterations '
-                       f'{iters[0]}–{iters[-1]}); the weights were not updated by them and the last checkpoint in '
-                       f'{self.opt["path"]["models"]} is the last good model. Lower train.optim_g.lr, set '
-                       'train.grad_clip, or use fp32, then resume')
+                       f'{iters[0]}–{iters[-1]}); they changed nothing, and the last checkpoint in '
+                       f'{self.opt["path"]["models"]} is the last good model. {_DIVERGED_HINT}')
             get_root_logger().error(message)
             raise TrainingStopped(message)
         return True
@@ -424,12 +424,10 @@ class JUDEModel(SRModel):
         save_dict = {}
         for net_, key in zip(nets, keys):
             state = self.get_bare_model(net_).state_dict()
-            if not _all_finite(state.values()):
-                bad = next(name for name, value in state.items() if value.is_floating_point()
-                           and not torch.isfinite(value).all())
-                message = (f'not writing {save_path}: {key} holds non-finite values ({bad}, ...); the previous '
-                           f'checkpoint in {self.opt["path"]["models"]} is the last good model. Lower '
-                           'train.optim_g.lr or set train.grad_clip, then resume')
+            bad = [name for name, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+            if bad:
+                message = (f'not writing {save_path}: {key} holds non-finite values ({bad[0]}, ...); the previous '
+                           f'checkpoint in {self.opt["path"]["models"]} is the last good model. {_DIVERGED_HINT}')
                 get_root_logger().error(message)
                 raise TrainingStopped(message)
             save_dict[key] = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v.cpu())
