@@ -3,10 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_photo
 from jude_arch.archs import FFTDataStep, blur, solve_i_update
 from jude_arch.boundary_study import compare_boundaries, format_table, observation_pairs
-from jude_arch.data.blur_kernels import camera_shake_kernel
 
 
 def circular_conv(img, kernel, transpose=False):
