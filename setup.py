@@ -64,13 +64,13 @@ setup(
     long_description=(ROOT / 'README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    python_requires='>=3.9',
+    python_requires='>=3.10',  # torch 2.10, the floor below, needs Python 3.10
     packages=find_packages(include=['jude_arch', 'jude_arch.*']),
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
     install_requires=[
         'basicsr>=1.4.2',
-        'torch>=2.1',
-        'torchvision>=0.16',
+        'torch>=2.10',  # weights_only loading is safe from 2.10 on (CVE-2025-32434, CVE-2026-24747)
+        'torchvision>=0.25',
         'lmdb',
         'pyyaml',
         'opencv-python',

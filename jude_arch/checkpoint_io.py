@@ -15,10 +15,23 @@ from pathlib import Path
 import torch
 
 logger = logging.getLogger(__name__)
+# torch's weights-only unpickler names the object it refuses differently across versions: "Unsupported global:
+# GLOBAL os.system" (up to 2.5), "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"
+# (later), "Unsupported class os.system" (older).
+_REFUSED = re.compile(r'(?:GLOBAL|Unsupported class) ([\w.]+)')
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and what to do."""
+
+
+def refusal_message(path, error):
+    """'<path>: refused to load: ...' when `error` is a weights-only load refusing a Python object, else None."""
+    found = _REFUSED.search(str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    if found is None:
+        return None
+    return (f'{path}: refused to load: it stores Python objects ({found.group(1)}) besides tensors, and '
+            'unpickling them could run arbitrary code')
 
 
 def read_checkpoint(path):
@@ -34,12 +47,11 @@ def read_checkpoint(path):
     except IsADirectoryError:
         raise CheckpointError(f'{path}: is a folder, not a checkpoint file') from None
     except pickle.UnpicklingError as error:
-        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
-        if found:
+        refused = refusal_message(path, error)
+        if refused:
             raise CheckpointError(
-                f'{path}: refused to load: it stores Python objects ({found.group(1)}) besides tensors, and '
-                'unpickling them could run arbitrary code. If you trust the file, extract its weights once into a '
-                'file that holds tensors only, then use that file: python -c "import torch; '
+                f'{refused}. If you trust the file, extract its weights once into a file that holds tensors only, '
+                'then use that file: python -c "import torch; '
                 f"c = torch.load('{path}', map_location='cpu', weights_only=False); "
                 "torch.save({k: c[k] for k in ('state_dict', 'params', 'params_ema', 'network_g') if k in c}, "
                 "'weights_only.pth')\"") from None

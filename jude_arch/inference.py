@@ -9,7 +9,9 @@ run could not start (arguments, checkpoint, no images). All restoring is `jude_a
 """
 import argparse
 import logging
+import os
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +65,9 @@ def build_parser():
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg'],
                         help="output format; 'auto' (default) keeps the input's; images with alpha are never "
                         'saved as JPEG')
+    parser.add_argument('--max-pixels', default=100, type=float,
+                        help='refuse images larger than this many megapixels, checked from the file header before '
+                        'decoding (default 100; 0: no limit)')
     parser.add_argument('--save-intermediates', action='store_true',
                         help=f'also save, under <output>/{INTERMEDIATES_DIR}/, a panel of what JUDE did '
                         '(kernel, stages, Retinex factors), the kernels (.npy) and the per-stage λ/γ (.json)')
@@ -82,6 +87,8 @@ def collect_inputs(source, output_dir):
     """
     if source.is_file():
         return [(source, Path(source.name))]
+    if source.is_symlink() and not source.exists():
+        raise RestoreError(f'{source}: broken symbolic link (to {os.readlink(source)})')
     if not source.is_dir():
         raise RestoreError(f'{source}: no such file or folder')
     output_dir = output_dir.resolve()
@@ -90,8 +97,9 @@ def collect_inputs(source, output_dir):
     found = []
     for path in sorted(source.rglob('*')):
         relative = path.relative_to(source)
-        if (any(part.startswith('.') for part in relative.parts) or not path.is_file() or not is_image_file(path)
-                or (inside and output_dir in path.resolve().parents)):
+        broken_link = path.is_symlink() and not path.exists()  # kept: reading it reports the broken link
+        if (any(part.startswith('.') for part in relative.parts) or not (path.is_file() or broken_link)
+                or not is_image_file(path) or (inside and output_dir in path.resolve().parents)):
             continue
         found.append((path, relative))
     return found
@@ -113,18 +121,33 @@ def check_outputs(inputs, output_dir, suffix, ext):
         extension = relative.suffix.lower() if ext == 'auto' else f'.{ext}'
         target = _output_path(output_dir, relative, suffix, extension).resolve()
         if target in input_files:
-            raise RestoreError(f'refusing to run: the output for {path} would overwrite the input itself; '
-                               'choose another --output folder or set a --suffix')
+            what = 'the input itself' if input_files[target] == path else f'the input {input_files[target]}'
+            fix = 'a different --suffix' if suffix else 'a --suffix such as _jude'
+            raise RestoreError(f'refusing to run: the output for {path} would overwrite {what}; choose another '
+                               f'--output folder or {fix}')
         if target in planned:
+            fix = '--ext auto (keep each input\'s format)' if ext != 'auto' else 'rename one of them'
             raise RestoreError(f'refusing to run: {planned[target]} and {path} would both be saved as {target}; '
-                               'use --ext auto or rename one')
+                               f'use {fix}')
         planned[target] = path
     return set(input_files)
 
 
+def check_writable(output_dir):
+    """Create the output folder and make sure files can be written in it, before any image is restored."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except FileExistsError:
+        raise RestoreError(f'{output_dir}: exists and is not a folder; choose another --output') from None
+    except OSError as error:
+        raise RestoreError(f'{output_dir}: cannot write there ({error.strerror}); choose another --output') from None
+
+
 def restore_one(restorer, path, relative, args, input_files, written):
     """Restore one file and write its results; returns the output path."""
-    image = read_photo(path)
+    image = read_photo(path, max_pixels=int(args.max_pixels * 1e6))
     if args.save_intermediates:
         restored, intermediates = restorer.restore(image, return_intermediates=True, tile_progress=True)
     else:
@@ -194,6 +217,7 @@ def _run(args):
         if not inputs:
             raise RestoreError(f'{args.input}: no images found (extensions: {" ".join(IMAGE_EXTENSIONS)})')
         input_files = check_outputs(inputs, args.output, args.suffix, args.ext)
+        check_writable(args.output)
     except RestoreError as error:
         logger.error(str(error))
         return 2

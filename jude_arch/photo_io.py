@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .checkpoint_io import atomic_write
-from .data.image_io import IMAGE_EXTENSIONS, ImageDataError, decode_image, is_image_file
+from .data.image_io import IMAGE_EXTENSIONS, ImageDataError, decode_image, image_header, is_image_file
 
 __all__ = ['IMAGE_EXTENSIONS', 'ImageDataError', 'is_image_file', 'output_extension', 'read_photo', 'write_bytes',
            'write_image']
@@ -52,18 +52,29 @@ def _exif_orientation(data):
     return orientation if orientation in _ORIENT else 1
 
 
-def read_photo(path):
+def read_photo(path, max_pixels=None):
     """Read an image file as stored (depth, channels, alpha), turned upright by its EXIF orientation.
 
     Args:
         path (str | Path): image file.
+        max_pixels (int | None): refuse, from the file's header and before decoding, an image with more
+            pixels (a small file can declare a huge image: a 164 KB PNG of 13000×13000 decodes to 4.3 GiB).
 
     Returns:
         numpy.ndarray: H×W (greyscale) or H×W×C (BGR / BGRA) array, uint8 or uint16, contiguous.
 
     Raises:
-        ImageDataError: the file cannot be read, is not an image, or is truncated or corrupt.
+        ImageDataError: the file cannot be read, is a broken link, is not an image, is truncated or corrupt, or
+            has more than `max_pixels` pixels.
     """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ImageDataError(f'{path}: broken symbolic link (to {os.readlink(path)})')
+    if max_pixels:
+        width, height, _ = image_header(path)
+        if width * height > max_pixels:
+            raise ImageDataError(f'{path}: {width}×{height} is {width * height / 1e6:.1f} megapixels, more than the '
+                                 f'limit of {max_pixels / 1e6:g}; raise it with --max-pixels if you mean it')
     try:
         data = Path(path).read_bytes()
     except OSError as error:

@@ -132,6 +132,10 @@ def load_network(model_path, network_opt=None):
         raise RestoreError(f"network type {options['type']!r} is not registered: {error.args[0]}") from None
     except (TypeError, ValueError) as error:
         raise RestoreError(f'network options {options} do not build a network: {error}') from None
+    nonfinite = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if nonfinite:
+        raise RestoreError(f'{model_path}: {len(nonfinite)} weight tensor(s) hold NaN or infinite values (e.g. '
+                           f'{nonfinite[0]}): the model was saved after training diverged; use an earlier checkpoint')
     _check_fit(net, state, model_path)
     net.load_state_dict(state)
     return net.eval()
@@ -344,10 +348,13 @@ class JUDERestorer:
         if pixels >= height * width:
             return 0
         tile = math.isqrt(max(int(pixels), 0)) // 16 * 16
-        if tile < max(MIN_AUTO_TILE, 3 * self.tile_overlap):
-            raise RestoreError(f'not enough free memory on {self.device} for a {width}×{height} image: '
-                               f'{free / 2**30:.1f} GiB free fits tiles of {tile} px, below the minimum '
-                               f'{max(MIN_AUTO_TILE, 3 * self.tile_overlap)}; free memory or pass --tile')
+        minimum = max(MIN_AUTO_TILE, 3 * self.tile_overlap)
+        if tile < minimum:
+            why = (f'the {free / 2**30:.1f} GiB free leave room for tiles of only {tile}×{tile} px, below the '
+                   f'minimum of {minimum}×{minimum}' if tile > 0 else
+                   f'the {free / 2**30:.1f} GiB free do not even hold the image and the network, without any tile')
+            raise RestoreError(f'not enough free memory on {self.device} for a {width}×{height} image: {why}; '
+                               'free memory, or pass --tile <size> to choose the tile size yourself')
         return tile
 
     def memory_model(self, with_intermediates=False):

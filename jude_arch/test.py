@@ -14,9 +14,14 @@ if __package__ in (None, ''):
 import jude_arch  # noqa: E402,F401  (shims + registration before basicsr is used)
 from basicsr.test import test_pipeline  # noqa: E402
 
+from jude_arch.errors import USER_ERRORS  # noqa: E402
+
 
 def main():
-    test_pipeline(os.getcwd())
+    try:
+        test_pipeline(os.getcwd())
+    except USER_ERRORS as error:  # one line, non-zero exit
+        sys.exit(f'error: {error}')
 
 
 if __name__ == '__main__':

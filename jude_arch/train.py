@@ -15,9 +15,14 @@ if __package__ in (None, ''):
 import jude_arch  # noqa: E402,F401  (shims + registration before basicsr is used)
 from basicsr.train import train_pipeline  # noqa: E402
 
+from jude_arch.errors import USER_ERRORS  # noqa: E402
+
 
 def main():
-    train_pipeline(os.getcwd())
+    try:
+        train_pipeline(os.getcwd())
+    except USER_ERRORS as error:  # one line (already in the training log when it has begun), non-zero exit
+        sys.exit(f'error: {error}')
 
 
 if __name__ == '__main__':

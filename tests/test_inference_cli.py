@@ -182,3 +182,53 @@ def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
     pages = 2**24 * 4 // 4096  # of one tensor
     assert int(default) > 10 * pages * 0.9  # every tensor faults in each of its pages
     assert int(holding) < pages // 2  # the kept blocks are reused: (almost) no new pages
+
+
+def test_a_diverged_checkpoint_is_refused_at_load(tmp_path, checkpoint, photo_bgr, caplog):
+    saved = torch.load(checkpoint, weights_only=True)
+    name = next(iter(saved['params_ema']))
+    saved['params_ema'][name] = torch.full_like(saved['params_ema'][name], float('nan'))
+    torch.save(saved, tmp_path / 'diverged.pth')
+    cv2.imwrite(str(tmp_path / 'a.png'), photo_bgr)
+    assert main(['-i', str(tmp_path / 'a.png'), '-o', str(tmp_path / 'out'), '--model-path',
+                 str(tmp_path / 'diverged.pth')]) == 2
+    assert f'1 weight tensor(s) hold NaN or infinite values (e.g. {name})' in caplog.text
+    assert not (tmp_path / 'out').exists()
+
+
+def test_an_unwritable_output_is_refused_before_restoring(tmp_path, checkpoint, photo_bgr, caplog, monkeypatch):
+    cv2.imwrite(str(tmp_path / 'a.png'), photo_bgr)
+    (tmp_path / 'file').write_text('not a folder')
+    restored = []
+    monkeypatch.setattr('jude_arch.inference.restore_one', lambda *args: restored.append(args))
+    for output, message in ((tmp_path / 'file', 'exists and is not a folder'),
+                            (tmp_path / 'file' / 'out', 'cannot write there')):
+        assert main(['-i', str(tmp_path / 'a.png'), '-o', str(output), '--model-path', str(checkpoint)]) == 2
+        assert f'{output}: {message}' in caplog.text
+    assert not restored
+
+
+def test_pixel_limit_is_checked_from_the_header(tmp_path):
+    # A PNG that declares 13000×13000 in its header (its data would decode to gigabytes).
+    header = b'\x89PNG\r\n\x1a\n' + (13).to_bytes(4, 'big') + b'IHDR' + (13000).to_bytes(4, 'big') * 2 + b'\x08\x02'
+    path = tmp_path / 'bomb.png'
+    path.write_bytes(header + b'\0' * 200)
+    with pytest.raises(ValueError, match='bomb.png: 13000×13000 is 169.0 megapixels, more than the limit of 100'):
+        read_photo(path, max_pixels=100e6)
+    with pytest.raises(ValueError, match='not a readable image'):  # without a limit: decoded (and found broken)
+        read_photo(path)
+
+
+def test_broken_links_and_output_conflicts_are_named(tmp_path, checkpoint, photo_bgr, caplog):
+    src = tmp_path / 'in'
+    src.mkdir()
+    cv2.imwrite(str(src / 'a.png'), photo_bgr)
+    (src / 'gone.png').symlink_to(tmp_path / 'nowhere.png')
+    assert main(['-i', str(src), '-o', str(tmp_path / 'out'), '--model-path', str(checkpoint), '--tile', '0']) == 1
+    assert f'{src / "gone.png"}: broken symbolic link (to {tmp_path / "nowhere.png"})' in caplog.text
+    assert (tmp_path / 'out' / 'a.png').exists()
+
+    cv2.imwrite(str(src / 'a_jude.png'), photo_bgr)  # a.png + suffix _jude would overwrite this input
+    assert main(['-i', str(src), '-o', str(src), '--model-path', str(checkpoint), '--suffix', '_jude']) == 2
+    assert (f'the output for {src / "a.png"} would overwrite the input {src / "a_jude.png"}; choose another --output '
+            'folder or a different --suffix') in caplog.text

@@ -5,38 +5,14 @@ import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
-from basicsr.models import build_model
 
 from jude_arch.models.jude_model import image_name
-from training_helpers import TINY_NET, tiny_lolblur, tiny_options
+from training_helpers import TINY_NET, make_model, tiny_lolblur, train_batch
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     return tiny_lolblur(tmp_path_factory)
-
-
-def make_model(data, work, is_train=True, **sections):
-    """A JUDEModel from options as BasicSR's parse_options would leave them (no files read but the data)."""
-    opt = tiny_options(data, 'unit', **sections)
-    opt.update(is_train=is_train, dist=False, rank=0, world_size=1, auto_resume=False)
-    opt['path'].update(experiments_root=str(work), models=str(work / 'models'),
-                       training_states=str(work / 'training_states'), visualization=str(work / 'visualization'),
-                       log=str(work))
-    for sub in ('models', 'training_states'):
-        (work / sub).mkdir(exist_ok=True)
-    for phase, dataset in opt['datasets'].items():
-        dataset['phase'] = phase
-        dataset['scale'] = 1
-    return build_model(opt), opt
-
-
-def train_batch(data):
-    torch.manual_seed(0)
-    opt = tiny_options(data, 'unit')['datasets']['train']
-    opt.update(phase='train', scale=1)
-    dataset = build_dataset(opt)
-    return {key: torch.stack([dataset[i][key] for i in range(2)]) for key in ('lq', 'gt')}
 
 
 def test_checkpoint_carries_network_options_and_loads_weights_only(data, tmp_path):

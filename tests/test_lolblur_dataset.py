@@ -3,10 +3,12 @@ import random
 import shutil
 
 import cv2
+import lmdb
 import numpy as np
 import pytest
 import torch
 from basicsr.data import build_dataset
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from jude_arch.data import lolblur_dataset
@@ -193,3 +195,52 @@ def test_missing_or_wrong_dataroot_says_what_to_do(lolblur, tmp_path):
         build_dataset({**dataset_opt(lolblur), 'dataroot_gt': str(tmp_path / 'LOL-Blur')})
     with pytest.raises(ValueError, match="an LMDB, but io_backend is 'disk'"):
         build_dataset(dataset_opt(lolblur, 'lmdb') | {'io_backend': {'type': 'disk'}})
+
+
+def corrupted_copy(lolblur, tmp_path):
+    shutil.copytree(lolblur, tmp_path / 'copy')  # py-lmdb opens an environment once per process
+    return tmp_path / 'copy'
+
+
+def test_garbage_lmdb_value_names_the_lmdb_and_key(lolblur, tmp_path):
+    root = corrupted_copy(lolblur, tmp_path)
+    with lmdb.open(str(root / 'lmdb/train_gt.lmdb'), map_size=2**24) as env, env.begin(write=True) as txn:
+        txn.put(b'0003_0001', b'\x89PNG\r\n\x1a\n garbage')
+    dataset = build_dataset(dataset_opt(root, 'lmdb'))
+    with pytest.raises(ValueError, match=f'{root / "lmdb/train_gt.lmdb"}, key 0003_0001: not a readable image'):
+        dataset[4]
+
+
+def test_truncated_frame_names_the_file(lolblur, tmp_path):
+    root = corrupted_copy(lolblur, tmp_path)
+    frame = root / 'train/low_blur_noise/0000/0002.png'
+    frame.write_bytes(frame.read_bytes()[:-200])  # the header still reads: the dataset can be built
+    dataset = build_dataset(dataset_opt(root))
+    with pytest.raises(ValueError, match=f'{frame}: not a readable image'):
+        dataset[2]
+
+
+@pytest.mark.parametrize('backend', ['disk', 'lmdb'])
+def test_size_mismatch_is_refused_when_the_dataset_is_built(lolblur, tmp_path, backend):
+    root = corrupted_copy(lolblur, tmp_path)
+    gt = root / 'train/high_sharp_scaled/0003/0000.png'
+    cv2.imwrite(str(gt), np.zeros((30, 40, 3), np.uint8))
+    if backend == 'lmdb':
+        # An LMDB pair from a tool that does not compare sizes: the GT LMDB written again on its own.
+        shutil.rmtree(root / 'lmdb/train_gt.lmdb')
+        names = sorted(p.relative_to(root / 'train/high_sharp_scaled') for p in root.glob('train/high_sharp_scaled/*/*'))
+        make_lmdb_from_imgs(str(root / 'train/high_sharp_scaled'), str(root / 'lmdb/train_gt.lmdb'),
+                            [str(n) for n in names], ['_'.join(n.with_suffix('').parts) for n in names])
+        message = f'{root / "lmdb/train_lq.lmdb"}: key 0003_0000 is 40×32 but .* holds it as 40×30'
+    else:
+        message = f'{root / "train/low_blur_noise/0003/0000.png"}: size 40×32 differs from its ground truth {gt} \\(40×30\\)'
+    with pytest.raises(ValueError, match=message):
+        build_dataset(dataset_opt(root, backend))
+
+
+@pytest.mark.parametrize('missing', ['dataroot_lq', 'dataroot_gt', 'gt_size'])
+def test_missing_option_is_named(lolblur, missing):
+    opt = dataset_opt(lolblur, phase='train', gt_size=16)
+    del opt[missing]
+    with pytest.raises(ValueError, match=f'datasets.train: {missing} .*is missing'):
+        build_dataset(opt)

@@ -1,14 +1,19 @@
 """The options files: the three phases (paper numbers, phase chaining), the test and demo files."""
+import json
+import re
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from basicsr.archs import build_network
 from basicsr.utils.options import parse_options
 
 from jude_arch.archs import JUDE
 from jude_arch.data import LOLBlurDataset
+from jude_arch.option_check import OptionError, check_options
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 PAIRS = 10_200  # LOL-Blur training pairs
@@ -82,3 +87,62 @@ def test_demo_files_agree(monkeypatch, tmp_path):
     assert test['datasets']['test']['dataroot_lq'] == train['datasets']['val']['dataroot_lq']
     assert sum(train['train']['scheduler']['periods']) >= train['train']['total_iter']
     assert train['num_gpu'] == test['num_gpu'] == 0 or torch.cuda.is_available()  # 'auto' on a CPU machine
+
+
+def parse_checked(opt, monkeypatch, tmp_path, text=None):
+    """Parse options through basicsr.train.parse_options as jude_arch/train.py does (JUDE's shims applied)."""
+    import basicsr.train
+    path = tmp_path / 'options.yml'
+    path.write_text(text if text is not None else yaml.safe_dump(opt, sort_keys=False))
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(path)])
+    return basicsr.train.parse_options(str(tmp_path), is_train=True)[0]
+
+
+@pytest.mark.parametrize('name', sorted(p.name for p in OPTIONS.glob('*.yml')))
+def test_every_options_file_passes_the_typo_check(name, monkeypatch, tmp_path):
+    check_options(parse(name, monkeypatch, tmp_path, is_train=name.startswith('train')))
+
+
+def demo_options(monkeypatch, tmp_path):
+    return json.loads(json.dumps(parse('train_jude_demo.yml', monkeypatch, tmp_path)))
+
+
+@pytest.mark.parametrize('section, typo, message', [
+    ('train', 'precison', 'unknown key train.precison; did you mean precision?'),
+    ('val', 'tb_image', 'unknown key val.tb_image; did you mean tb_images?'),
+    ('datasets.train', 'use_hfilp', 'unknown key datasets.train.use_hfilp; did you mean use_hflip?'),
+    ('datasets.train', 'gt_sise', 'unknown key datasets.train.gt_sise; did you mean gt_size?'),
+    ('network_g', 'num_stage', 'unknown key network_g.num_stage; did you mean num_stages?'),
+    ('train.pixel_opt', 'fft_wieght', 'unknown key train.pixel_opt.fft_wieght; did you mean fft_weight?'),
+])
+def test_typos_in_judes_sections_are_refused(section, typo, message, monkeypatch, tmp_path):
+    opt = demo_options(monkeypatch, tmp_path)
+    node = opt
+    for part in section.split('.'):
+        node = node[part]
+    node[typo] = 1
+    with pytest.raises(OptionError, match=re.escape(message)):
+        parse_checked(opt, monkeypatch, tmp_path)
+
+
+def test_basicsr_sections_and_keys_stay_accepted(monkeypatch, tmp_path):
+    opt = demo_options(monkeypatch, tmp_path)
+    opt['datasets']['train'].update(pin_memory=False, persistent_workers=False, num_prefetch_queue=1)
+    opt['val']['pbar'] = False
+    opt['logger']['anything'] = 1  # sections JUDE does not own are BasicSR's business
+    opt['train']['perceptual_opt'] = {'type': 'PerceptualLoss', 'layer_weights': {'conv5_4': 1}}
+    parse_checked(opt, monkeypatch, tmp_path)
+    opt['model_type'] = 'SRModel'  # another model reads train/val as it likes
+    opt['train']['precison'] = 'bf16'
+    parse_checked(opt, monkeypatch, tmp_path)
+
+
+def test_python_tags_in_an_options_file_are_refused(monkeypatch, tmp_path):
+    marker = tmp_path / 'ran'
+    text = (OPTIONS / 'train_jude_demo.yml').read_text()
+    text += f'\nexploit: !!python/object/apply:os.system ["touch {marker}"]\n'
+    with pytest.raises(yaml.YAMLError, match='tag !!python/object/apply:os.system is refused'):
+        parse_checked(None, monkeypatch, tmp_path, text=text)
+    assert not marker.exists()
+    opt = parse_checked(None, monkeypatch, tmp_path, text=(OPTIONS / 'train_jude_demo.yml').read_text())
+    assert isinstance(opt['train'], OrderedDict)  # BasicSR's ordered mappings are kept

@@ -145,7 +145,10 @@ def test_auto_tile_fits_the_free_memory(monkeypatch):
     monkeypatch.setattr(restorer_module, 'available_memory', lambda device: 2**40)
     assert restorer.tile_size(600, 800) == 0  # fits at once
     monkeypatch.setattr(restorer_module, 'available_memory', lambda device: 2 * host)
-    with pytest.raises(RestoreError, match='not enough free memory'):
+    with pytest.raises(RestoreError, match='not enough free memory .* do not even hold the image and the network'):
+        restorer.tile_size(600, 800)
+    monkeypatch.setattr(restorer_module, 'available_memory', lambda device: 2 * (host + 112 * 100**2))
+    with pytest.raises(RestoreError, match='room for tiles of only 96×96 px, below the minimum of 128×128'):
         restorer.tile_size(600, 800)
 
 

@@ -1,4 +1,9 @@
 """staged_outputs: outputs appear complete or not at all, and nothing is lost when a run fails."""
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 
 from jude_arch.data.image_io import ImageDataError
@@ -64,3 +69,21 @@ def test_a_failure_during_the_swap_puts_every_output_back(tmp_path, monkeypatch)
         for name in 'abc':
             (staging / name).write_text(f'new {name}')
     assert contents(out) == {'a': 'old a', 'b': 'old b', 'c': 'old c'}
+
+
+def test_staging_folders_of_killed_runs_are_removed(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    out = tmp_path / 'out'
+    stale = out / f'.stage-{host}-{dead}-abc123'
+    live = out / f'.stage-{host}-{os.getpid()}-def456'  # a concurrent run of this process: left alone
+    elsewhere = out / '.stage-otherhost-1-ghi789'
+    for folder in (stale, live, elsewhere):
+        (folder / 'half.lmdb').mkdir(parents=True)
+    with staged_outputs(out, ['a'], overwrite=False, prefix='.stage-') as staging:
+        (staging / 'a').write_text('a')
+    assert not stale.exists() and live.exists() and elsewhere.exists()
+    err = capsys.readouterr().err
+    assert f'removed {stale}: staging folder of an interrupted earlier run' in err
+    assert f'note: {elsewhere} looks like the staging folder of an earlier or concurrent run' in err

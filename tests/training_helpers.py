@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
+from basicsr.data import build_dataset
+from basicsr.models import build_model
 
 from jude_arch.data.lolblur_lmdb import prepare_lolblur
 from jude_arch.data.synthesis import synthesize_lolblur
@@ -84,6 +87,30 @@ def eval_options(train_opt, name, checkpoint, suffix='tiny'):
             'network_g': copy.deepcopy(train_opt['network_g']),
             'path': {'pretrain_network_g': str(checkpoint), 'param_key_g': 'params_ema', 'strict_load_g': True},
             'val': {'save_img': True, 'suffix': suffix, 'metrics': copy.deepcopy(train_opt['val']['metrics'])}}
+
+
+def make_model(data, work, is_train=True, **sections):
+    """A JUDEModel from options as BasicSR's parse_options would leave them (no files read but the data)."""
+    opt = tiny_options(data, 'unit', **sections)
+    opt.update(is_train=is_train, dist=False, rank=0, world_size=1, auto_resume=False)
+    opt['path'].update(experiments_root=str(work), models=str(work / 'models'),
+                       training_states=str(work / 'training_states'), visualization=str(work / 'visualization'),
+                       log=str(work))
+    for sub in ('models', 'training_states'):
+        (work / sub).mkdir(exist_ok=True)
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase
+        dataset['scale'] = 1
+    return build_model(opt), opt
+
+
+def train_batch(data):
+    """Two training items of the tiny set, stacked (seeded)."""
+    torch.manual_seed(0)
+    opt = tiny_options(data, 'unit')['datasets']['train']
+    opt.update(phase='train', scale=1)
+    dataset = build_dataset(opt)
+    return {key: torch.stack([dataset[i][key] for i in range(2)]) for key in ('lq', 'gt')}
 
 
 def write_yaml(opt, path):

@@ -44,11 +44,15 @@ class HyperNet(nn.Module):
             nn.ReLU(inplace=True), nn.Linear(hidden, num_stages * (NUM_LAMBDAS + NUM_GAMMAS)))
 
     def forward(self, kernels):
-        """kernels N×B×k×k → (lambdas N×K×5, gammas N×K×3)."""
+        """kernels N×B×k×k → (lambdas N×K×5, gammas N×K×3), float32 whatever autocast says.
+
+        The whole net runs in float32 (it is tiny): in bf16 the λ's come out quantised to a few significant
+        bits, and the solve's sensitivity to a λ near its 1e-6 floor makes fp16 gradients overflow.
+        """
         with torch.autocast(kernels.device.type, enabled=False):
             spectrum = torch.fft.fft2(kernels.float(), s=(self.spectrum_size, ) * 2).abs().square()
-        out = F.softplus(self.mlp(self._features(spectrum).flatten(1))) + 1e-6
-        out = out.float().view(-1, self.num_stages, NUM_LAMBDAS + NUM_GAMMAS)
+            out = F.softplus(self.mlp(self._features(spectrum).flatten(1))) + 1e-6
+        out = out.view(-1, self.num_stages, NUM_LAMBDAS + NUM_GAMMAS)
         return out[..., :NUM_LAMBDAS], out[..., NUM_LAMBDAS:]
 
     def _features(self, spectrum):

@@ -8,6 +8,8 @@ an augmented-Lagrangian solver for
 whose regularisers are learned proximal operators (ResUNets) and whose I-update is the closed-form FFT
 solve of `data_step`. The illumination enhancer and the reflectance denoiser finish: Ŷ = L̂ ⊙ R̂.
 """
+import warnings
+
 import torch
 import torch.nn as nn
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -20,7 +22,7 @@ from .resunet import ResUNet
 from .retinex_heads import IlluminationEnhancer, ReflectanceDenoiser
 
 # Options every preset shares unless it says otherwise: the paper's model as this project implements it.
-_PAPER = dict(num_kernels=1, share_operators=True, enhancer_input='L', boundary='reflect', checkpoint_stages=False,
+_PAPER = dict(num_kernels=1, share_operators=True, enhancer_input='L', boundary='replicate', checkpoint_stages=False,
               channels_last=True, kernel_pad_input=True, enhancer_variant='paper', denoiser_input='R',
               hypernet_batch_stats=False)
 PRESETS = {
@@ -78,9 +80,9 @@ class JUDE(nn.Module):
             (P_K ⊙ Q_K, the sharp low-light image, as the released code).
         enhancer_width (int): illumination-enhancer width (full: 64, small: 32).
         denoiser_width (int): reflectance-denoiser width (full: 32, small: 16).
-        boundary (str): boundary handling of the FFT data step, 'reflect', 'replicate' or 'circular', or
-            'released': the released network's I-update, which reproduces a defect on purpose (see
-            `data_step`); only for the released weights.
+        boundary (str): boundary handling of the FFT data step: 'replicate' (the paper presets; measured
+            best on photos, docs/boundary.md), 'reflect' or 'circular', or 'released': the released network's
+            I-update, which reproduces a defect on purpose (see `data_step`); only for the released weights.
         checkpoint_stages (bool): gradient checkpointing in every stage: each proximal-operator call
             keeps only its input and recomputes its activations in the backward pass. Same result,
             a fraction of the training memory, about one more forward pass of compute (False).
@@ -115,6 +117,12 @@ class JUDE(nn.Module):
         cfg = {key: PRESETS[preset][key] if value is None else value for key, value in given.items()}
         cfg['unet_channels'] = [int(c) for c in cfg['unet_channels']]
         self._check(cfg)
+        if cfg['num_stages'] < 3:
+            warnings.warn(
+                f"JUDE: num_stages={cfg['num_stages']} leaves the FFT data step without any effect on the output: "
+                'stage t solves for I_t, which reaches Ŷ only through Z_(t+1) and then P, Q of stage t+2, so the '
+                'first solve that counts needs 3 stages (3 gives one, 5 gives three); use num_stages >= 3 unless '
+                'you want a network without the deblurring step', UserWarning, stacklevel=2)
         # Everything needed to rebuild this network: build_network({'type': 'JUDE', **net.config}).
         self.config = cfg
 
@@ -187,10 +195,12 @@ class JUDE(nn.Module):
         state = (x, ) * 6 + (zeros, ) * 3
         history = []
         for t in range(self.num_stages):
-            # The last stage's steps 5-7 (a third of its operator calls) feed only I_K, Z_K and the
-            # multipliers, none of which reaches Ŷ: skip them unless the intermediates are asked for.
+            # Ŷ reads R_K and L_K, which read Z_{K-1} but no I or Δ of stage K-1 (the I-solve feeds the
+            # output only through the next stage's Z). So unless the intermediates are asked for, the last
+            # stage skips its steps 5-7 (a third of its operator calls) and stage K-1 its I-solve and Δ-update.
             complete = return_intermediates or t < self.num_stages - 1
-            state = self._stage(t, lambdas[:, t], gammas[:, t], data_step, complete, *state)
+            solve = return_intermediates or t < self.num_stages - 2
+            state = self._stage(t, lambdas[:, t], gammas[:, t], data_step, complete, solve, *state)
             if return_intermediates:
                 history.append(state)
 
@@ -229,10 +239,12 @@ class JUDE(nn.Module):
             out = operator(inp)
         return out.to(point.dtype, memory_format=torch.contiguous_format)
 
-    def _stage(self, t, lam, gam, data_step, complete, I, R, L, P, Q, Z, Gamma, Omega, Delta):
-        """One unrolled ALM stage: the seven updates of JUDE_SPEC §3, in order.
+    def _stage(self, t, lam, gam, data_step, complete, solve, I, R, L, P, Q, Z, Gamma, Omega, Delta):
+        """One unrolled ALM stage: the seven updates of JUDE_SPEC §3 (Γ and Ω updated before I, which they
+        do not depend on).
 
-        With complete=False it stops after step 4 and returns None for I, Z and the multipliers.
+        With complete=False it stops after step 4 and returns None for I, Z and the multipliers; with
+        solve=False it stops before the I-solve and returns None for I and Δ.
         """
         n = R.shape[0]
         lam1, lam2, lam3, lam4, lam5 = (v.view(n, 1, 1, 1) for v in lam.unbind(1))
@@ -245,8 +257,10 @@ class JUDE(nn.Module):
         if not complete:
             return None, R, L, P, Q, None, None, None, None
         Z = self._prox(self.prox_z[i], (lam2 * P * Q + lam5 * I + Delta) / (lam2 + lam5), gamma_z)
-        I = data_step.solve(Z, Delta, lam1, lam5)  # paper eq. (21) prints Ω for Δ: a typo
         Gamma = Gamma + lam3 * (R - P)
         Omega = Omega + lam4 * (L - Q)
+        if not solve:
+            return None, R, L, P, Q, Z, Gamma, Omega, None
+        I = data_step.solve(Z, Delta, lam1, lam5)  # paper eq. (21) prints Ω for Δ: a typo
         Delta = Delta + lam5 * (I - Z)
         return I, R, L, P, Q, Z, Gamma, Omega, Delta

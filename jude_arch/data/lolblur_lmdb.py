@@ -22,7 +22,7 @@ from basicsr.utils.lmdb_util import LmdbMaker
 from tqdm import tqdm
 
 from .image_io import ImageDataError, image_header, read_image
-from .lolblur_layout import GT_FOLDER, LQ_FOLDERS, SPLITS, pair_frames
+from .lolblur_layout import GT_FOLDER, LQ_FOLDERS, SPLITS, check_pair_sizes, pair_frames
 from .parallel import worker_map
 from .staging import refuse_existing, staged_outputs
 
@@ -89,11 +89,9 @@ def _check_split(root, split, lq, imap):
                                  'without dots or spaces)')
     headers = list(
         tqdm(imap(image_header, lq_paths + gt_paths, 64), total=2 * len(pairs), desc=f'check {split}', unit='img'))
+    check_pair_sizes(lq_paths, gt_paths, headers)
     map_size = 0
-    for lq_path, gt_path, lq_header, gt_header in zip(lq_paths, gt_paths, headers, headers[len(pairs):]):
-        if lq_header[:2] != gt_header[:2]:
-            raise ImageDataError(f'{lq_path}: size {lq_header[0]}×{lq_header[1]} differs from its ground truth '
-                                 f'{gt_path} ({gt_header[0]}×{gt_header[1]})')
+    for lq_header, gt_header in zip(headers, headers[len(pairs):]):
         map_size += _lmdb_bytes(*lq_header[:2], max(lq_header[2], gt_header[2]))
     return keys, lq_paths, gt_paths, map_size + 64 * 2**20
 

@@ -1,6 +1,9 @@
 """Outputs that appear complete or not at all: write them in a hidden staging folder, then swap them in."""
 import contextlib
+import os
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,13 +35,17 @@ def staged_outputs(out, names, *, overwrite, prefix):
         overwrite (bool): allow replacing existing outputs.
         prefix (str): name prefix of the staging folder (start it with '.' to hide it).
 
+    The staging folder's name carries the host and process id (`<prefix><host>-<pid>-<random>`): a run killed
+    with SIGKILL (or a power cut) cannot clean up, and the next run removes what such a run left behind.
+
     Yields:
         Path: the staging folder, on the same file system as `out` (so the swap is a rename).
     """
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=out))
+    remove_stale_staging(out, prefix)
+    staging = Path(tempfile.mkdtemp(prefix=f'{prefix}{socket.gethostname()}-{os.getpid()}-', dir=out))
     try:
         yield staging
         _swap_in(staging, out, names, overwrite)
@@ -49,6 +56,43 @@ def staged_outputs(out, names, *, overwrite, prefix):
                 out.rmdir()
         raise
     shutil.rmtree(staging)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_staging(out, prefix):
+    """Remove the staging folders in `out` of earlier runs on this host whose process is gone; report (on
+    stderr) the ones that cannot be told apart from a live run (another host's, or an unrecognised name).
+
+    Args:
+        out (str | Path): output folder.
+        prefix (str): the staging folders' name prefix.
+
+    Returns:
+        list[Path]: the folders removed.
+    """
+    removed, host = [], socket.gethostname()
+    for folder in sorted(Path(out).glob(f'{prefix}*')):
+        name_host, _, pid = folder.name[len(prefix):].rpartition('-')[0].rpartition('-')
+        if not folder.is_dir():
+            continue
+        if name_host == host and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            print(f'removed {folder}: staging folder of an interrupted earlier run (process {pid})', file=sys.stderr)
+        elif name_host != host or not pid.isdigit():
+            print(f'note: {folder} looks like the staging folder of an earlier or concurrent run '
+                  f'({"another host" if pid.isdigit() else "no process id in its name"}); remove it if no other '
+                  'run is writing here', file=sys.stderr)
+    return removed
 
 
 def _swap_in(staging, out, names, overwrite):

@@ -14,6 +14,8 @@ YAML knobs (all optional):
       grad_clip: ~             # e.g. {max_norm: 0.1, norm_type: 2}, or a number (max_norm)
       pixel_opt: {type: JUDELoss, fft_weight: 0.1}   # the default when no loss is given
       ema_decay: 0.999         # SRModel's EMA, buffers copied too
+      max_nonfinite_steps: 10  # a step whose loss or gradient norm is not finite updates nothing (weights,
+                               # EMA, BatchNorm statistics); this many in a row stop training with an error
     val:
       precision: fp32          # autocast for validation / testing (also auto)
       tile: ~                  # {size: 512, overlap: 64}: tiled validation, seamless blending (jude_arch.tiling);
@@ -27,9 +29,11 @@ Metrics get BasicSR's 8-bit images (`img`, `img2`) and, when their function acce
 `jude_arch.metrics` use with `float_input: true`. A metric function with a `prepare(**options)` attribute is
 called before the first image is restored, so that missing weights stop the run at once.
 """
+import errno
 import inspect
 import json
 import os
+import shutil
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -53,6 +57,10 @@ from ..restorer import default_overlap
 from ..tiling import TileGrid
 
 DEFAULT_LOSS = {'type': 'JUDELoss', 'fft_weight': 0.1}
+DEFAULT_MAX_NONFINITE_STEPS = 10
+# A resumed run keeps the learning rate saved in its training state; grad_clip and precision come from the YAML.
+_DIVERGED_HINT = ('Set train.grad_clip (or train in fp32) and resume with --auto_resume, or lower train.optim_g.lr '
+                  'and start a new run from that checkpoint (path.pretrain_network_g)')
 # Longest side of a TensorBoard strip; larger validation frames are shrunk for display only.
 TB_MAX_WIDTH = 2048
 TB_KERNEL_ZOOM = 4
@@ -90,21 +98,64 @@ def _check_precision(where, precision, device):
     return resolved
 
 
+class TrainingStopped(RuntimeError):
+    """Training cannot go on without losing or poisoning the model; the message says why and what to do."""
+
+
+def _payload_bytes(obj):
+    """Bytes of the tensors in a checkpoint-like tree: roughly the size torch.save will write."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_payload_bytes(v) for v in obj)
+    return 0
+
+
+def _save_failure(path, error, needed):
+    """Why a save failed, in plain words, and whether the disk is full (named as such, with the space needed).
+
+    Returns:
+        tuple[str, bool]: (reason, disk full).
+    """
+    folder = osp.dirname(path) or '.'
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    # torch.save reports a full disk as a RuntimeError ("file write failed") without errno: ask the disk.
+    if getattr(error, 'errno', None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < needed):
+        free_text = '' if free is None else f', {free / 2**20:.1f} MB free'
+        return (f'no space left on device in {folder}: needed ~{needed / 2**20:.1f} MB{free_text}; free some space '
+                '(or move the experiment to a larger disk), then resume with --auto_resume'), True
+    return f'{type(error).__name__}: {error}', False
+
+
 def _save_with_retry(obj, path, what):
     """torch.save to a temporary file renamed into place (no half-written checkpoint), retried 3 times as
-    BasicSR does; a save that still fails is logged and training goes on (BasicSR's behaviour)."""
+    BasicSR does. A save that still fails stops training (BasicSR logs "Just ignore it" and goes on, and a
+    run can then end without a single checkpoint); a full disk stops it at once. The temporary file is
+    removed whatever happens, Ctrl-C included."""
     tmp = f'{path}.tmp'
-    for attempt in range(3):
-        try:
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
-            return
-        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
-            get_root_logger().warning(f'Save {what} error: {error}, remaining retry times: {2 - attempt}')
-            time.sleep(1)
-    if osp.exists(tmp):
-        os.remove(tmp)
-    get_root_logger().warning(f'Still cannot save {path}. Just ignore it.')
+    needed = _payload_bytes(obj)
+    try:
+        for attempt in range(3):
+            try:
+                torch.save(obj, tmp)
+                os.replace(tmp, path)
+                return
+            except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+                reason, disk_full = _save_failure(path, error, needed)
+                if disk_full or attempt == 2:
+                    message = f'cannot save the {what} {path}: {reason}'
+                    get_root_logger().error(message)
+                    raise TrainingStopped(message) from error
+                get_root_logger().warning(f'Save {what} error: {reason}, remaining retry times: {2 - attempt}')
+                time.sleep(1)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
 
 
 @MODEL_REGISTRY.register()
@@ -147,6 +198,11 @@ class JUDEModel(SRModel):
         self.grad_clip = {'max_norm': float(clip)} if isinstance(clip, (int, float)) else clip
         if self.grad_clip is not None and not (isinstance(self.grad_clip, dict) and 'max_norm' in self.grad_clip):
             raise ValueError(f'train.grad_clip must be a number or {{max_norm: ..., norm_type: 2}}, got {clip!r}')
+        self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS))
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f'train.max_nonfinite_steps must be at least 1, got {self.max_nonfinite_steps}')
+        self.nonfinite_streak, self.nonfinite_iters, self._scaler_skipped = 0, [], False
+        self.batch_keys = []
         super().init_training_settings()
         self._check_schedule('the YAML')
 
@@ -159,8 +215,17 @@ class JUDEModel(SRModel):
                                  f'sum(periods) = {scheduler.cumulative_period[-1]} (periods {scheduler.periods}); '
                                  'make the periods add up to at least total_iter')
 
+    def feed_data(self, data):
+        super().feed_data(data)
+        # Named in the warning of a skipped step, so a bad sample can be found.
+        names = data.get('key', data.get('lq_path'))
+        self.batch_keys = [names] if isinstance(names, str) else list(names or [])
+
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
+        # A non-finite forward pass also poisons BatchNorm's running statistics: kept to be put back on a skip.
+        buffers = list(self.get_bare_model(self.net_g).buffers())
+        saved_buffers = [b.detach().clone() for b in buffers]
         with self._autocast(self.precision):
             self.output = self.net_g(self.lq)
         output = self.output.float()  # losses in float32 (JUDELoss keeps its FFT in float32 anyway)
@@ -178,16 +243,65 @@ class JUDEModel(SRModel):
                     l_total += value
                     loss_dict[name] = value
 
+        # Backward on every rank whatever the loss: DDP's gradient all-reduce must run everywhere.
         self.grad_scaler.scale(l_total).backward()
+        self.grad_scaler.unscale_(self.optimizer_g)  # no-op without fp16
+        params = [p for p in self.net_g.parameters() if p.grad is not None]
         if self.grad_clip:
-            self.grad_scaler.unscale_(self.optimizer_g)
-            loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), **self.grad_clip)
-        self.grad_scaler.step(self.optimizer_g)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, **self.grad_clip)
+            loss_dict['grad_norm'] = grad_norm
+        elif params:
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in params]))
+        else:
+            grad_norm = torch.zeros((), device=self.device)
+        if self._skip_nonfinite_step(current_iter, l_total, grad_norm):
+            for buffer, saved in zip(buffers, saved_buffers):
+                buffer.copy_(saved)
+            self.optimizer_g.zero_grad(set_to_none=True)
+            self.grad_scaler.update()  # fp16: the scale shrinks as after any overflow
+            self.log_dict = OrderedDict(nonfinite_steps=float(self.nonfinite_streak))
+            return
+        self.grad_scaler.step(self.optimizer_g)  # fp16: skips the step itself when the gradients overflowed
         self.grad_scaler.update()
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
-        if self.ema_decay > 0:
+        if self.ema_decay > 0 and not self._scaler_skipped:
             self.model_ema(decay=self.ema_decay)
+
+    def _skip_nonfinite_step(self, current_iter, loss, grad_norm):
+        """Decide whether this step must update nothing, and stop training after too many in a row.
+
+        A non-finite loss always counts. Non-finite gradients count too, except in fp16, where overflowing
+        gradients are the gradient scaler's normal way of finding its scale: it skips those steps and shrinks
+        the scale itself, and they are not counted here. Under DDP the decision is all-reduced, so that all
+        ranks skip together (each rank's loss is its own).
+        """
+        loss_ok = torch.isfinite(loss.detach()).all() if torch.is_tensor(loss) else torch.tensor(True)
+        grads_ok = torch.isfinite(grad_norm.detach())
+        fp16 = self.grad_scaler.is_enabled()
+        self._scaler_skipped = bool(fp16 and not grads_ok)
+        bad = torch.logical_not(loss_ok if fp16 else loss_ok & grads_ok).to(self.device, torch.float32).view(1)
+        if self.opt['dist']:
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if not bad.item():
+            self.nonfinite_streak = 0
+            return False
+        self.nonfinite_streak += 1
+        self.nonfinite_iters.append(current_iter)
+        loss_value = float(loss.detach()) if torch.is_tensor(loss) else loss
+        get_root_logger().warning(
+            f'iter {current_iter}: non-finite step skipped (loss {loss_value}, gradient norm {float(grad_norm)}); '
+            f'weights and EMA not updated; batch: {", ".join(map(str, self.batch_keys)) or "?"} '
+            f'({self.nonfinite_streak} in a row, limit train.max_nonfinite_steps = {self.max_nonfinite_steps})')
+        if self.nonfinite_streak >= self.max_nonfinite_steps:
+            iters = self.nonfinite_iters[-self.nonfinite_streak:]
+            message = (f'training stopped: {self.nonfinite_streak} consecutive non-finite steps (iterations '
+                       f'{iters[0]}–{iters[-1]}); they changed nothing, and the last checkpoint in '
+                       f'{self.opt["path"]["models"]} is the last good model. {_DIVERGED_HINT}')
+            get_root_logger().error(message)
+            raise TrainingStopped(message)
+        return True
 
     @torch.no_grad()
     def model_ema(self, decay=0.999):
@@ -233,6 +347,8 @@ class JUDEModel(SRModel):
         net.eval()
         with torch.inference_mode(), self._autocast(self.val_precision):
             output, self.kernel = self._restore(net, self.lq, with_kernel)
+            # Checked before clamping: clamped (or cast to 8 bits) a NaN output becomes a plausible black image.
+            self.output_finite = bool(torch.isfinite(output).all())
             self.output_unclamped = output.float()  # for metrics with float_input (the JUDE paper's SSIM, LPIPS)
             self.output = self.output_unclamped.clamp(0, 1)
         if was_training:
@@ -266,9 +382,12 @@ class JUDEModel(SRModel):
                 self._log_visuals(tb_logger, f'{dataset_name}/{name}', current_iter, 'gt' in val_data)
             if save_img:
                 imwrite(result, self._image_path(dataset_name, name, current_iter))
+            if not self.output_finite:
+                get_root_logger().warning(f'{dataset_name}/{name}: the network output is not finite; its metrics '
+                                          'are NaN')
             for metric, metric_opt in metrics.items():
                 data = {k: v for k, v in metric_data.items() if k not in FLOAT_KEYS or _metric_accepts(metric_opt, k)}
-                self.metric_results[metric] += calculate_metric(data, metric_opt)
+                self.metric_results[metric] += calculate_metric(data, metric_opt) if self.output_finite else float('nan')
             self.lq = self.output = self.output_unclamped = self.kernel = None
             if 'gt' in val_data:
                 del self.gt
@@ -370,6 +489,12 @@ class JUDEModel(SRModel):
         save_dict = {}
         for net_, key in zip(nets, keys):
             state = self.get_bare_model(net_).state_dict()
+            bad = [name for name, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+            if bad:
+                message = (f'not writing {save_path}: {key} holds non-finite values ({bad[0]}, ...); the previous '
+                           f'checkpoint in {self.opt["path"]["models"]} is the last good model. {_DIVERGED_HINT}')
+                get_root_logger().error(message)
+                raise TrainingStopped(message)
             save_dict[key] = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v.cpu())
                                          for k, v in state.items())
         save_dict[f'network_{net_label[len("net_"):]}'] = self.network_options(net_label)

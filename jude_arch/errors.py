@@ -1,0 +1,10 @@
+"""Errors that speak to the user: `jude_arch/train.py` and `test.py` print their message as one line (no
+traceback) and exit with status 1."""
+import yaml
+
+from .compat import ResumeError
+from .data.image_io import ImageDataError
+from .models.jude_model import TrainingStopped
+from .option_check import OptionError
+
+USER_ERRORS = (TrainingStopped, OptionError, ImageDataError, ResumeError, yaml.YAMLError)

@@ -1,0 +1,82 @@
+"""Refuse options that nothing reads: a typo such as `precison: bf16` would otherwise train in fp32 silently.
+
+BasicSR reads its options with `opt.get(...)` scattered through the code, so a misspelt key is simply never
+read. `check_options` compares the sections whose readers are known against the keys those readers take and
+names the closest valid key. Checked:
+- `train` and `val` when `model_type` is JUDEModel: BasicSR's keys (basicsr/train.py, SRModel, BaseModel) and
+  JUDEModel's own;
+- every `datasets.*` of type LOLBlurDataset: the dataset's and BasicSR's data loader's keys;
+- `network_*` and the `train.*_opt` losses, whatever their type, against the registered class's constructor
+  arguments when it takes no `**kwargs` (an unknown one would fail there with a bare TypeError).
+Other sections are BasicSR's own or another plugin's and are left alone.
+"""
+import difflib
+import inspect
+
+# What basicsr 1.4.2 reads from `train` for an SRModel (train.py, models/sr_model.py, models/base_model.py),
+# then JUDEModel's additions.
+TRAIN_KEYS = ('total_iter', 'warmup_iter', 'ema_decay', 'pixel_opt', 'perceptual_opt', 'optim_g', 'scheduler',
+              'precision', 'grad_clip', 'max_nonfinite_steps')
+# BasicSR's (train.py, test.py, models/sr_model.py), then JUDEModel's.
+VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'suffix', 'pbar', 'precision', 'tile', 'tb_images')
+# LOLBlurDataset's (PairedImageDataset's plus lq_noise; `phase` and `scale` are filled in by BasicSR), then
+# those of BasicSR's data loader (basicsr/data/__init__.py, basicsr/train.py).
+DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'dataroot_lq', 'io_backend', 'gt_size', 'use_hflip',
+                'use_rot', 'color', 'mean', 'std', 'lq_noise', 'meta_info_file', 'filename_tmpl',
+                'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory',
+                'persistent_workers', 'num_prefetch_queue')
+
+
+class OptionError(ValueError):
+    """An option that nothing would read; the message names it and the closest valid key."""
+
+
+def _check_keys(section, where, known):
+    for key in section:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f'did you mean {close[0]}?' if close else f'valid keys: {", ".join(sorted(known))}'
+            raise OptionError(f'options: unknown key {where}.{key}; {hint}')
+
+
+def _constructor_keys(registry, type_name):
+    """Keyword arguments of a registered class's constructor, or None when it takes **kwargs or is unknown."""
+    try:
+        cls = registry.get(type_name)
+    except KeyError:
+        return None  # BasicSR's own error names an unknown type
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters):
+        return None
+    return ['type'] + [p.name for p in parameters]
+
+
+def _check_constructor(section, where, registry):
+    if not isinstance(section, dict) or not section.get('type'):
+        return
+    known = _constructor_keys(registry, section['type'])
+    if known is not None:
+        _check_keys(section, where, known)
+
+
+def check_options(opt):
+    """Raise OptionError for the first key of a checked section that nothing reads (see the module docstring).
+
+    Args:
+        opt (dict): options as BasicSR's parse_options returns them.
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+
+    if opt.get('model_type') == 'JUDEModel':
+        for name, known in (('train', TRAIN_KEYS), ('val', VAL_KEYS)):
+            if isinstance(opt.get(name), dict):
+                _check_keys(opt[name], name, known)
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        if isinstance(dataset, dict) and dataset.get('type') == 'LOLBlurDataset':
+            _check_keys(dataset, f'datasets.{phase}', DATASET_KEYS)
+    for name, section in opt.items():
+        if name.startswith('network_'):
+            _check_constructor(section, name, ARCH_REGISTRY)
+    for name, section in (opt.get('train') or {}).items():
+        if name.endswith('_opt'):
+            _check_constructor(section, f'train.{name}', LOSS_REGISTRY)

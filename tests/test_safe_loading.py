@@ -1,0 +1,58 @@
+"""No file a user passes in runs code when it is loaded: checkpoints given as pretrain_network_g, training
+states, restore checkpoints."""
+import os
+
+import pytest
+import torch
+
+from jude_arch.compat import ResumeError, load_resume_state
+from jude_arch.restorer import RestoreError, load_network
+from training_helpers import make_model, tiny_lolblur
+
+
+class Exploit:
+    """Unpickling this calls os.system: what a malicious checkpoint carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )
+
+
+def malicious_checkpoint(path, marker, **extra):
+    torch.save({'params': {}, 'note': Exploit(marker), **extra}, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return tiny_lolblur(tmp_path_factory)
+
+
+def test_a_pickled_callable_as_pretrain_network_g_is_refused(data, tmp_path):
+    """BasicSR's load_network behind pretrain_network_g (and resume) must load weights only, on every torch
+    this package supports (the weights_only=True default of torch >= 2.6 alone would not cover older ones)."""
+    marker = tmp_path / 'ran'
+    checkpoint = malicious_checkpoint(tmp_path / 'evil.pth', marker)
+    with pytest.raises(Exception, match='(?i)weights.only|refused|unsupported global'):
+        make_model(data, tmp_path, path={'pretrain_network_g': str(checkpoint), 'strict_load_g': True,
+                                         'resume_state': None})
+    assert not marker.exists()
+
+
+def test_a_pickled_callable_in_a_training_state_is_refused(tmp_path):
+    marker = tmp_path / 'ran'
+    state = malicious_checkpoint(tmp_path / '8.state', marker, iter=8)
+    opt = {'auto_resume': False, 'path': {'resume_state': str(state)}}
+    with pytest.raises(ResumeError, match=f'{state}: refused'):
+        load_resume_state(opt)
+    assert not marker.exists()
+
+
+def test_a_pickled_callable_in_a_restore_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / 'ran'
+    checkpoint = malicious_checkpoint(tmp_path / 'evil.pth', marker)
+    with pytest.raises(RestoreError, match='refused to load: it stores Python objects'):
+        load_network(checkpoint)
+    assert not marker.exists()
