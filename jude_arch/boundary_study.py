@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import torch
 
-from .archs.data_step import BOUNDARIES, blur, solve_i_update
+from .archs.data_step import BLUR_BOUNDARIES, blur, solve_i_update
 from .data.blur_kernels import camera_shake_kernel
 from .data.synthesis import _load_photo, skimage_photo_paths
 
@@ -54,7 +54,7 @@ def observation_pairs(pairs=80, size=192, kernel_size=15, seed=0):
 
 
 def compare_boundaries(pairs=80, size=192, kernel_size=15, border=16, lam1=1.0, lam5=0.002, seed=0,
-                       boundaries=BOUNDARIES):
+                       boundaries=BLUR_BOUNDARIES):
     """PSNR gains of one data step over the blurred observation, per boundary (see the module docstring).
 
     Returns:

@@ -269,6 +269,6 @@ def test_finetune_options_start_from_the_release(released_file, converted, data,
     assert "the authors' released checkpoint, converted on the fly" in log
     assert re.search(r'iter:\s+2,', log) and re.search(r'# psnr: \d+\.\d+', log)
     saved = torch.load(tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth', weights_only=True)
-    assert saved['network_g']['boundary'] == 'reflect' and saved['network_g']['kernel_size'] == 33
+    assert saved['network_g']['boundary'] == 'replicate' and saved['network_g']['kernel_size'] == 33
     start = converted['params']['prox_p.0.head.weight']
     assert 0 < (saved['params']['prox_p.0.head.weight'] - start).abs().max() < 0.01  # fine-tuned from the release
