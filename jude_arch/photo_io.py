@@ -7,6 +7,8 @@ here (with Pillow, from the header) and applied to the decoded array.
 """
 import io
 import os
+import struct
+import warnings
 from pathlib import Path
 
 import cv2
@@ -15,8 +17,13 @@ from PIL import Image
 
 from .data.image_io import IMAGE_EXTENSIONS, ImageDataError, decode_image, is_image_file
 
-__all__ = ['IMAGE_EXTENSIONS', 'ImageDataError', 'is_image_file', 'output_extension', 'read_photo', 'write_bytes',
-           'write_image']
+__all__ = ['DEFAULT_MAX_PIXELS', 'IMAGE_EXTENSIONS', 'ImageDataError', 'check_pixel_limit', 'is_image_file',
+           'output_extension', 'read_photo', 'write_bytes', 'write_image']
+
+# Photos larger than this are refused before decoding: a 100-MP photo already needs several GiB of whole-image
+# buffers besides the network, and a few bytes of header can claim billions of pixels.
+DEFAULT_MAX_PIXELS = 100_000_000
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation → the array operation that shows the picture upright (as OpenCV's IMREAD_COLOR does).
@@ -52,22 +59,66 @@ def _exif_orientation(data):
     return orientation if orientation in _ORIENT else 1
 
 
-def read_photo(path):
+def _declared_size(data):
+    """What an encoded image's header declares, without decoding it: (pixels, 'W×H pixels (N MP)'), or None.
+
+    PNG's IHDR is read directly; other formats through Pillow, which refuses to open an image of more than
+    twice its MAX_IMAGE_PIXELS: such an image is reported as over that many pixels. None: not an image
+    (decoding reports that).
+    """
+    if len(data) >= 24 and data.startswith(_PNG_SIGNATURE) and data[12:16] == b'IHDR':
+        width, height = struct.unpack('>II', data[16:24])
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as image:
+                    width, height = image.size
+        except Image.DecompressionBombError:
+            pixels = 2 * Image.MAX_IMAGE_PIXELS
+            return pixels + 1, f'more than {pixels / 1e6:.1f} MP'
+        except Exception:
+            return None
+    return width * height, f'{width}×{height} pixels ({width * height / 1e6:.1f} MP)'
+
+
+def check_pixel_limit(data, name, max_pixels=DEFAULT_MAX_PIXELS):
+    """Refuse an encoded image whose header declares more than `max_pixels` pixels, before it is decoded.
+
+    Args:
+        data (bytes): the encoded file.
+        name (str | Path): the file's name, used in the message.
+        max_pixels (int | None): the limit; None for none.
+
+    Raises:
+        ImageDataError: the image is over the limit (the message names the file, its size and the option).
+    """
+    declared = None if max_pixels is None else _declared_size(data)
+    if declared is not None and declared[0] > max_pixels:
+        raise ImageDataError(f'{name}: {declared[1]} is over the limit of {max_pixels / 1e6:g} MP; downscale the '
+                             'photo or raise --max-megapixels')
+
+
+def read_photo(path, max_pixels=None):
     """Read an image file as stored (depth, channels, alpha), turned upright by its EXIF orientation.
 
     Args:
         path (str | Path): image file.
+        max_pixels (int | None): refuse, before decoding, an image whose header declares more pixels
+            (`check_pixel_limit`); None: no limit.
 
     Returns:
         numpy.ndarray: H×W (greyscale) or H×W×C (BGR / BGRA) array, uint8 or uint16, contiguous.
 
     Raises:
-        ImageDataError: the file cannot be read, is not an image, or is truncated or corrupt.
+        ImageDataError: the file cannot be read, is not an image, is truncated or corrupt, or is over
+            `max_pixels`.
     """
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ImageDataError(f'{path}: cannot be read ({error.strerror})') from None
+    check_pixel_limit(data, path, max_pixels)
     image = decode_image(data, path)
     orientation = _exif_orientation(data)
     if orientation != 1:
