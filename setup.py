@@ -83,8 +83,13 @@ setup(
         # basicsr imports distutils, which Python 3.12 dropped; setuptools provides it again.
         'setuptools; python_version >= "3.12"',
     ],
-    extras_require={'test': ['pytest>=7', 'pytest-timeout']},
-    entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main']},
+    extras_require={
+        # The web app (jude-app, jude-restore --web); Gradio 6 takes the theme in launch().
+        'app': ['gradio>=6.0'],
+        # selenium drives the system's Chromium in the web app's page test (skipped without both).
+        'test': ['pytest>=7', 'pytest-timeout', 'selenium>=4.11'],
+    },
+    entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main', 'jude-app=jude_arch.app:main']},
     classifiers=[
         'Programming Language :: Python :: 3',
         'License :: OSI Approved :: Apache Software License',

@@ -17,6 +17,7 @@ temporary folder, removed when the app stops. Offline: no analytics, no version 
 scripts from elsewhere (system fonts), nothing downloaded at start-up.
 """
 import argparse
+import contextvars
 import copy
 import importlib.util
 import logging
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +91,11 @@ class Batch:
 
 
 class RestoreService:
-    """Restores uploads one at a time with one network; no Gradio here.
+    """Restores uploads one at a time with one network, all on one thread; no Gradio here.
+
+    One thread, not a lock: glibc's malloc gives each thread its own arena, and with freed memory kept
+    for reuse (`hold_freed_memory`) a restore on another thread cannot reuse what the previous one
+    freed, so the server's memory would grow by a photo's worth for every thread that ever restored.
 
     Args:
         network (torch.nn.Module): the loaded network (see `jude_arch.restorer.load_network`).
@@ -103,7 +109,7 @@ class RestoreService:
         self.results_dir = Path(workdir) / 'results'
         self.tile_overlap = tile_overlap
         self.max_pixels = max_pixels
-        self._lock = threading.Lock()  # one restore at a time, whoever calls
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='jude-restore')
         self._restorer = None
         self._settings = None
         self._requests = 0
@@ -129,28 +135,37 @@ class RestoreService:
         Returns:
             Batch: results in upload order and messages ('<name>: <what is wrong>').
         """
+        # The caller's context goes along: Gradio finds the request's progress bar through it.
+        job = self._worker.submit(contextvars.copy_context().run, self._restore, paths, device, precision, tile,
+                                  on_photo)
+        return job.result()
+
+    def close(self):
+        """Finish the running restore and stop the worker thread."""
+        self._worker.shutdown()
+
+    def _restore(self, paths, device, precision, tile, on_photo):
         batch = Batch()
-        with self._lock:
+        try:
+            restorer = self.restorer(device, precision, tile)
+        except RestoreError as error:
+            batch.messages.append(f'settings: {error}')
+            return batch
+        self._requests += 1
+        folder = self.results_dir / f'{self._requests:05d}'
+        self._remove_old_results(keep=folder)
+        used = set()
+        for index, path in enumerate(paths):
+            path = Path(path)
+            name = path.name
+            if on_photo is not None:
+                on_photo(index, len(paths), name)
             try:
-                restorer = self.restorer(device, precision, tile)
-            except RestoreError as error:
-                batch.messages.append(f'settings: {error}')
-                return batch
-            self._requests += 1
-            folder = self.results_dir / f'{self._requests:05d}'
-            self._remove_old_results(keep=folder)
-            used = set()
-            for index, path in enumerate(paths):
-                path = Path(path)
-                name = path.name
-                if on_photo is not None:
-                    on_photo(index, len(paths), name)
-                try:
-                    batch.results.append(self._restore_one(restorer, path, name, folder, used))
-                except Exception as error:  # report, skip, go on with the next photo
-                    message = inference.failure_message(error, path).replace(str(path), name)
-                    logger.error(f'{name}: {message}')
-                    batch.messages.append(f'{name}: {message}')
+                batch.results.append(self._restore_one(restorer, path, name, folder, used))
+            except Exception as error:  # report, skip, go on with the next photo
+                message = inference.failure_message(error, path).replace(str(path), name)
+                logger.error(f'{name}: {message}')
+                batch.messages.append(f'{name}: {message}')
         return batch
 
     def _remove_old_results(self, keep):
@@ -292,9 +307,12 @@ def build_app(service, defaults, model_label):
                         'splits the sharp image I into illumination L and reflectance R, then brightens L and '
                         'cleans R; their product is the result. λ1..λ5 weigh the terms of each stage, γ steer the '
                         'learned denoisers. The factors of a product are each shown at their own brightness.')
-            blur = gr.Gallery(label='Estimated blur', columns=4, height='auto', elem_id='blur')
-            stages = gr.Gallery(label='The sharp low-light image I after each stage', columns=4, height='auto',
-                                elem_id='stages')
+            # One row each: the kernel(s) (with the weight map or tile layout), the input and every stage, the
+            # four Retinex factors.
+            stage_count = getattr(service.network, 'config', {}).get('num_stages', 5) + 1
+            blur = gr.Gallery(label='Estimated blur', columns=4, fit_columns=False, height='auto', elem_id='blur')
+            stages = gr.Gallery(label='The sharp low-light image I after each stage', columns=min(stage_count, 6),
+                                height='auto', elem_id='stages')
             retinex = gr.Gallery(label='Illumination and reflectance', columns=4, height='auto', elem_id='retinex')
             table = gr.Markdown(elem_id='hyperparameters')
 
@@ -341,9 +359,13 @@ def _theme(gr):
 
 
 def _model_label(model_path, network):
+    """The checkpoint's file name (never its folder) and what the network is."""
     config = getattr(network, 'config', {})
-    details = ', '.join(f'{key} {config[key]}' for key in ('preset', 'num_stages', 'kernel_size') if key in config)
-    return f'{Path(model_path).name} ({type(network).__name__}{", " + details if details else ""})'
+    details = [f'{config["num_stages"]} stages'] if 'num_stages' in config else []
+    if 'kernel_size' in config:
+        details.append(f'{config["kernel_size"]}×{config["kernel_size"]} blur kernel')
+    parameters = sum(p.numel() for p in network.parameters())
+    return f'{Path(model_path).name}: {type(network).__name__}, {", ".join(details + [f"{parameters / 1e6:.1f} M parameters"])}'
 
 
 def main(argv=None):
@@ -377,7 +399,7 @@ def _serve(args):
     workdir = Path(tempfile.mkdtemp(prefix='jude-app-'))
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    demo = None
+    demo = service = None
     try:
         _gradio_environment(workdir)
         import gradio as gr
@@ -398,6 +420,8 @@ def _serve(args):
     finally:
         if demo is not None:
             demo.close(verbose=False)
+        if service is not None:
+            service.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         shutil.rmtree(workdir, ignore_errors=True)
