@@ -5,12 +5,10 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import load_photo
+from conftest import load_photo, png_declaring
 
 from jude_arch import app
 from jude_arch.archs import JUDE
@@ -50,14 +48,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _png_declaring(width, height):
-    """A well-formed PNG (valid chunks and CRCs) whose header declares width×height but holds a few bytes."""
-    def chunk(kind, data):
-        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)) +
-            chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
-
-
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     """A small JUDE with random weights, saved as training saves it."""
@@ -82,7 +72,7 @@ def photos(tmp_path_factory):
         big = cv2.resize(dark[:, ::-1] if flip else dark, (704, 528), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(folder / name), big)
     (folder / 'notes.png').write_text('shopping list: milk, bread\n')
-    (folder / 'huge.png').write_bytes(_png_declaring(13000, 13000))
+    (folder / 'huge.png').write_bytes(png_declaring(13000, 13000))
     return folder
 
 

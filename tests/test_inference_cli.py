@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import load_photo
+from conftest import load_photo, png_declaring
 from PIL import Image
 
 from jude_arch.archs import JUDE
@@ -182,3 +182,18 @@ def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
     pages = 2**24 * 4 // 4096  # of one tensor
     assert int(default) > 10 * pages * 0.9  # every tensor faults in each of its pages
     assert int(holding) < pages // 2  # the kept blocks are reused: (almost) no new pages
+
+
+def test_photos_over_the_pixel_limit_are_refused_from_their_header(tmp_path, checkpoint, photo_bgr, caplog):
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    src.mkdir()
+    (src / 'huge.png').write_bytes(png_declaring(13000, 13000))  # a few hundred bytes claiming 169 MP
+    cv2.imwrite(str(src / 'small.jpg'), photo_bgr)
+    assert main(['-i', str(src), '-o', str(out), '--model-path', str(checkpoint), '--tile', '0']) == 1
+    assert (f'{src / "huge.png"}: 13000×13000 pixels (169.0 MP) is over the limit of 100 MP; downscale the photo or '
+            'raise --max-megapixels') in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ['small.jpg']
+    caplog.clear()
+    assert main(['-i', str(src / 'small.jpg'), '-o', str(out), '--model-path', str(checkpoint), '--suffix', '_2',
+                 '--max-megapixels', '0.002']) == 1  # JPEG: the size from Pillow's header parser
+    assert f'{src / "small.jpg"}: 56×40 pixels (0.0 MP) is over the limit of 0.002 MP' in caplog.text
