@@ -67,7 +67,8 @@ class PhotoResult:
         blur (list[tuple[Path, str]]): the estimated kernel(s) (and weight map; tile layout when tiled).
         stages (list[tuple[Path, str]]): the input and I after each stage, at one display gain.
         retinex (list[tuple[Path, str]]): L, R, L̂, R̂.
-        table (list[list[str]]): header and one row per stage of λ/γ.
+        table (list[list[str]]): header and one row per stage of λ/γ (means over tiles when tiled).
+        tiled (bool): whether the photo went through the network in several tiles.
     """
 
     name: str
@@ -80,6 +81,7 @@ class PhotoResult:
     stages: list
     retinex: list
     table: list
+    tiled: bool
 
 
 @dataclass
@@ -193,24 +195,24 @@ class RestoreService:
         extras = save_intermediates(target.with_suffix(''), image, restored, intermediates)
         views = panel_views(image, restored, intermediates, size=VIEW_SIDE)
 
-        def picture(image_bgr, label, file_name):
+        def save(picture, file_name):
             file = folder / unique / 'view' / file_name
-            write_image(file, image_bgr)
-            return file, label
+            write_image(file, picture)
+            return file
 
-        before = picture(to_display(image, PREVIEW_SIDE), 'before', 'before.jpg')[0]
-        after = picture(to_display(restored, PREVIEW_SIDE), 'after', 'after.jpg')[0]
-        blur = [picture(cell, label, f'blur_{i}.png') for i, (label, cell) in enumerate(views.overview[2:])]
-        if views.tiled:
-            blur.append(picture(views.overview[0][1], views.overview[0][0], 'tiles.png'))
-        stages = [picture(cell, label, f'stage_{i}.png') for i, (label, cell) in enumerate(views.stages)]
-        retinex = [picture(cell, label, f'retinex_{i}.png') for i, (label, cell) in enumerate(views.retinex)]
+        def pictures(views_, kind):
+            return [(save(picture, f'{kind}_{i}.png'), label) for i, (label, picture) in enumerate(views_)]
+
+        before = save(to_display(image, PREVIEW_SIDE), 'before.jpg')
+        after = save(to_display(restored, PREVIEW_SIDE), 'after.jpg')
+        # The kernel(s) and weight map; with tiles also the input with the tile boxes drawn.
+        blur = pictures(views.overview[2:] + (views.overview[:1] if views.tiled else []), 'blur')
         table = [['stage', *(_SYMBOLS[n] for n in views.names)]]
         table += [[str(t + 1), *(f'{v:.4g}' for v in row)] for t, row in enumerate(views.table)]
         seconds = time.perf_counter() - start
         logger.info(f'{name}: restored in {seconds:.1f} s')
-        return PhotoResult(name, (width, height), seconds, [target, *extras], before, after, blur, stages, retinex,
-                           table)
+        return PhotoResult(name, (width, height), seconds, [target, *extras], before, after, blur,
+                           pictures(views.stages, 'stage'), pictures(views.retinex, 'retinex'), table, views.tiled)
 
 
 # ---------------------------------------------------------------------------------------------- the page
@@ -253,15 +255,18 @@ def build_app(service, defaults, model_label):
     choices = {dest: cli._option_string_actions[f'--{dest}'].choices for dest in ('precision', 'device')}
     parse_tile = cli._option_string_actions['--tile'].type
 
-    def view(results, name):
-        result = next((r for r in results if r.name == name), None)
-        if result is None:
+    def view(results, index):
+        """The comparison and the "inside JUDE" pictures of the photo the selector shows."""
+        if index is None or not 0 <= index < len(results):
             return None, [], [], [], ''
-        return ((str(result.before), str(result.after)), [(str(p), label) for p, label in result.blur],
-                [(str(p), label) for p, label in result.stages], [(str(p), label) for p, label in result.retinex],
-                f'**{_escape(result.name)}**, per-stage hyper-parameters' +
-                (' (means over tiles)' if len(result.blur) > 1 and 'tiles' in result.blur[-1][1] else '') +
-                '\n\n' + _table_markdown(result.table))
+        result = results[index]
+
+        def gallery(items):
+            return [(str(path), label) for path, label in items]
+
+        return ((str(result.before), str(result.after)), gallery(result.blur), gallery(result.stages),
+                gallery(result.retinex), f'**{_escape(result.name)}**, per-stage hyper-parameters' +
+                (' (means over tiles)' if result.tiled else '') + '\n\n' + _table_markdown(result.table))
 
     def restore(files, precision, tile, device, progress=gr.Progress(track_tqdm=True)):
         try:
@@ -272,10 +277,11 @@ def build_app(service, defaults, model_label):
             def on_photo(index, count, name):
                 progress((index, count), desc=f'Restoring {name}', unit='photo')
 
-            batch = service.restore(files or [], device, precision, tile, on_photo) if files else Batch()
-        names = [r.name for r in batch.results]
-        first = names[0] if names else None
-        return (batch.results, gr.update(choices=names, value=first, visible=len(names) > 1),
+            batch = service.restore(files, device, precision, tile, on_photo) if files else Batch()
+        # Photos are picked by position: two uploads may share a name.
+        choices = [(f'{i + 1}. {r.name}', i) for i, r in enumerate(batch.results)]
+        first = 0 if choices else None
+        return (batch.results, gr.update(choices=choices, value=first, visible=len(choices) > 1),
                 [str(f) for r in batch.results for f in r.downloads] or None, _status(batch),
                 *view(batch.results, first))
 
@@ -287,7 +293,8 @@ def build_app(service, defaults, model_label):
         results = gr.State([])
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(label='Photos', file_count='multiple', file_types=list(IMAGE_EXTENSIONS), elem_id='photos')
+                files = gr.File(label='Photos', file_count='multiple', file_types=list(IMAGE_EXTENSIONS),
+                                elem_id='photos')
                 with gr.Accordion('Settings', open=False):
                     precision = gr.Dropdown(choices['precision'], value=defaults.precision, label='Precision',
                                             info='bf16 is the fast half precision on CPUs, fp16 on GPUs')
@@ -298,7 +305,7 @@ def build_app(service, defaults, model_label):
                 button = gr.Button('Restore', variant='primary', elem_id='restore')
                 status = gr.Markdown(elem_id='status')
             with gr.Column(scale=2):
-                selector = gr.Dropdown([], label='Photo', visible=False, interactive=True)
+                selector = gr.Dropdown([], label='Photo', visible=False, interactive=True, type='value')
                 slider = gr.ImageSlider(label='Before / after', type='filepath', elem_id='compare')
                 downloads = gr.File(label='Downloads: the full-resolution result and what JUDE did',
                                     file_count='multiple', interactive=False, elem_id='downloads')
@@ -364,8 +371,8 @@ def _model_label(model_path, network):
     details = [f'{config["num_stages"]} stages'] if 'num_stages' in config else []
     if 'kernel_size' in config:
         details.append(f'{config["kernel_size"]}×{config["kernel_size"]} blur kernel')
-    parameters = sum(p.numel() for p in network.parameters())
-    return f'{Path(model_path).name}: {type(network).__name__}, {", ".join(details + [f"{parameters / 1e6:.1f} M parameters"])}'
+    details.append(f'{sum(p.numel() for p in network.parameters()) / 1e6:.1f} M parameters')
+    return f'{Path(model_path).name}: {type(network).__name__}, {", ".join(details)}'
 
 
 def main(argv=None):
