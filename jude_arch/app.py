@@ -126,27 +126,27 @@ class RestoreService:
             self._settings = settings
         return self._restorer
 
-    def restore(self, paths, device, precision, tile, on_photo=None):
+    def restore(self, paths, device, precision, tile, track=None):
         """Restore uploaded files; a file that cannot be restored gets a message and the others go on.
 
         Args:
             paths (list[str | Path]): the uploads (their file names are the names shown).
             device, precision, tile: the restorer's settings.
-            on_photo (callable | None): called as on_photo(index, count, name) before each photo.
+            track (callable | None): wraps the iteration over the photos, e.g. in a progress bar.
 
         Returns:
             Batch: results in upload order and messages ('<name>: <what is wrong>').
         """
         # The caller's context goes along: Gradio finds the request's progress bar through it.
         job = self._worker.submit(contextvars.copy_context().run, self._restore, paths, device, precision, tile,
-                                  on_photo)
+                                  track)
         return job.result()
 
     def close(self):
         """Finish the running restore and stop the worker thread."""
         self._worker.shutdown()
 
-    def _restore(self, paths, device, precision, tile, on_photo):
+    def _restore(self, paths, device, precision, tile, track):
         batch = Batch()
         try:
             restorer = self.restorer(device, precision, tile)
@@ -157,11 +157,9 @@ class RestoreService:
         folder = self.results_dir / f'{self._requests:05d}'
         self._remove_old_results(keep=folder)
         used = set()
-        for index, path in enumerate(paths):
+        for path in (paths if track is None else track(paths)):
             path = Path(path)
             name = path.name
-            if on_photo is not None:
-                on_photo(index, len(paths), name)
             try:
                 batch.results.append(self._restore_one(restorer, path, name, folder, used))
             except Exception as error:  # report, skip, go on with the next photo
@@ -274,10 +272,10 @@ def build_app(service, defaults, model_label):
         except argparse.ArgumentTypeError as error:
             batch = Batch(messages=[f'settings: tile: {error}'])
         else:
-            def on_photo(index, count, name):
-                progress((index, count), desc=f'Restoring {name}', unit='photo')
+            def track(paths):  # photos, and within a photo the restorer's tiles (tqdm, tracked by Gradio)
+                return progress.tqdm(paths, desc='Restoring', unit='photo')
 
-            batch = service.restore(files, device, precision, tile, on_photo) if files else Batch()
+            batch = service.restore(files, device, precision, tile, track) if files else Batch()
         # Photos are picked by position: two uploads may share a name.
         choices = [(f'{i + 1}. {r.name}', i) for i, r in enumerate(batch.results)]
         first = 0 if choices else None

@@ -219,6 +219,20 @@ def test_a_setting_the_restorer_refuses_gets_its_message(server, photos, tmp_pat
     assert "expected 'auto', 0 (no tiling) or a tile size in pixels, got 'big'" in _plain(out['status'])
 
 
+def test_progress_counts_photos_and_the_tiles_of_a_large_photo(server, photos, tmp_path):
+    from gradio_client import handle_file
+    job = server.client(tmp_path).submit(files=[handle_file(str(photos / 'large_a.jpg'))], precision='fp32',
+                                         tile='256', device='cpu', api_name='/restore')
+    seen = set()
+    while not job.done():
+        seen |= {(p.desc, p.index, p.length, p.unit) for p in job.status().progress_data or []}
+        time.sleep(0.02)
+    assert job.result()[2].startswith('**Restored:**')
+    assert ('Restoring', 0, 1, 'photo') in seen or ('Restoring', 1, 1, 'photo') in seen, seen
+    tiles = {(index, length) for _, index, length, unit in seen if unit == 'tile'}
+    assert {length for _, length in tiles} == {12} and len(tiles) >= 3, seen  # 704×528 in 4×3 tiles of ≤ 256
+
+
 def test_two_large_photos_are_restored_one_after_the_other_within_one_photos_memory(server, photos, tmp_path):
     clear_refs = Path(f'/proc/{server.process.pid}/clear_refs')
     if not clear_refs.exists():
