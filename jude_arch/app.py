@@ -340,6 +340,9 @@ def build_parser():
     for option in SHARED_OPTIONS:
         # argparse has no public way to share one option between two parsers that differ otherwise.
         parser._add_action(copy.copy(cli._option_string_actions[option]))
+    precision = parser._option_string_actions['--precision']
+    if 'auto' in (precision.choices or ()):  # where the restorer can choose, the page lets it
+        precision.default = 'auto'
     parser.add_argument('--host', default='127.0.0.1',
                         help='address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: every network)')
     parser.add_argument('--port', type=int, default=7860, help='port (default: 7860)')

@@ -18,8 +18,9 @@ import pytest
 import torch
 from conftest import load_photo, png_declaring
 
-from jude_arch import app
+from jude_arch import app, inference
 from jude_arch.archs import JUDE
+from jude_arch.inference import build_parser as cli_parser
 from jude_arch.inference import main as cli_main
 from jude_arch.photo_io import read_photo
 
@@ -368,3 +369,11 @@ def test_the_package_and_the_cli_do_not_import_gradio():
     code = ('import sys, jude_arch, jude_arch.inference, jude_arch.restorer, jude_arch.app; '
             'print(sorted(m for m in sys.modules if m.split(".")[0] in ("gradio", "gradio_client")))')
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout == '[]\n'
+
+
+def test_the_app_shares_the_cli_options_and_defaults_to_automatic_precision_where_there_is_one(monkeypatch):
+    args = app.build_parser().parse_args(['--model-path', 'm.pth', '--tile', '512', '--max-megapixels', '20'])
+    assert (args.tile, args.max_megapixels, args.host) == (512, 20.0, '127.0.0.1')
+    assert args.precision == cli_parser().get_default('precision')
+    monkeypatch.setattr(inference, 'PRECISIONS', {'auto': None, **inference.PRECISIONS})
+    assert app.build_parser().parse_args(['--model-path', 'm.pth']).precision == 'auto'
