@@ -45,6 +45,7 @@ SHARED_OPTIONS = ('--model-path', '--opt', '--device', '--precision', '--tile', 
 PREVIEW_SIDE = 2048  # longest side of the before/after pictures in the page (the download is full size)
 VIEW_SIDE = 640  # longest side of the "inside JUDE" pictures
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away instead of piling up
+KEEP_FILES_S = 3600  # results and Gradio's cached copies are deleted after this long
 RESULT_SUFFIX = '_jude'
 INSTALL_HINT = "the web app needs Gradio: pip install 'jude-basicsr[app]' (or pip install -e '.[app]' in a clone)"
 _SYMBOLS = dict(zip(LAMBDA_NAMES + GAMMA_NAMES, ('λ1', 'λ2', 'λ3', 'λ4', 'λ5', 'γ_P', 'γ_Q', 'γ_Z')))
@@ -155,7 +156,7 @@ class RestoreService:
             return batch
         self._requests += 1
         folder = self.results_dir / f'{self._requests:05d}'
-        self._remove_old_results(keep=folder)
+        self._remove_old_results()
         used = set()
         for path in (paths if track is None else track(paths)):
             path = Path(path)
@@ -168,12 +169,11 @@ class RestoreService:
                 batch.messages.append(f'{name}: {message}')
         return batch
 
-    def _remove_old_results(self, keep):
-        # The page has fetched earlier results (Gradio serves copies from its own cache): only the
-        # current request's files are needed here.
+    def _remove_old_results(self):
+        # A page keeps offering its photos' pictures (the photo selector) for as long as Gradio keeps its copies.
         if self.results_dir.is_dir():
             for old in self.results_dir.iterdir():
-                if old != keep:
+                if time.time() - old.stat().st_mtime > KEEP_FILES_S:
                     shutil.rmtree(old, ignore_errors=True)
 
     def _restore_one(self, restorer, path, name, folder, used):
@@ -283,7 +283,8 @@ def build_app(service, defaults, model_label):
                 [str(f) for r in batch.results for f in r.downloads] or None, _status(batch),
                 *view(batch.results, first))
 
-    with gr.Blocks(title='JUDE: restore night photos', analytics_enabled=False) as demo:
+    with gr.Blocks(title='JUDE: restore night photos', analytics_enabled=False,
+                   delete_cache=(KEEP_FILES_S // 4, KEEP_FILES_S)) as demo:
         gr.Markdown('# JUDE: restore night photos\n'
                     'Drop dark, shaky photos: JUDE estimates each photo\'s blur, removes it and brightens the '
                     'photo, and shows how it got there. Everything runs on this computer.\n\n'
