@@ -314,12 +314,14 @@ def build_app(service, defaults, model_label):
                         'cleans R; their product is the result. λ1..λ5 weigh the terms of each stage, γ steer the '
                         'learned denoisers. The factors of a product are each shown at their own brightness.')
             # One row each: the kernel(s) (with the weight map or tile layout), the input and every stage, the
-            # four Retinex factors.
+            # four Retinex factors; pictures are never cropped.
             stage_count = getattr(service.network, 'config', {}).get('num_stages', 5) + 1
-            blur = gr.Gallery(label='Estimated blur', columns=4, fit_columns=False, height='auto', elem_id='blur')
+            blur = gr.Gallery(label='Estimated blur', columns=4, fit_columns=False, height=260, object_fit='contain',
+                              elem_id='blur')
             stages = gr.Gallery(label='The sharp low-light image I after each stage', columns=min(stage_count, 6),
-                                height='auto', elem_id='stages')
-            retinex = gr.Gallery(label='Illumination and reflectance', columns=4, height='auto', elem_id='retinex')
+                                height=300, object_fit='contain', elem_id='stages')
+            retinex = gr.Gallery(label='Illumination and reflectance', columns=4, height=300, object_fit='contain',
+                                 elem_id='retinex')
             table = gr.Markdown(elem_id='hyperparameters')
 
         views = [slider, blur, stages, retinex, table]
