@@ -374,6 +374,14 @@ def test_the_package_and_the_cli_do_not_import_gradio():
 def test_the_app_shares_the_cli_options_and_defaults_to_automatic_precision_where_there_is_one(monkeypatch):
     args = app.build_parser().parse_args(['--model-path', 'm.pth', '--tile', '512', '--max-megapixels', '20'])
     assert (args.tile, args.max_megapixels, args.host) == (512, 20.0, '127.0.0.1')
-    assert args.precision == cli_parser().get_default('precision')
-    monkeypatch.setattr(inference, 'PRECISIONS', {'auto': None, **inference.PRECISIONS})
+    assert args.precision in ('auto', cli_parser().get_default('precision'))
+    real_cli_parser = inference.build_parser
+
+    def cli_parser_offering_auto():
+        parser = real_cli_parser()
+        precision = parser._option_string_actions['--precision']
+        precision.choices, precision.default = ['auto', *(c for c in precision.choices if c != 'auto')], 'fp32'
+        return parser
+
+    monkeypatch.setattr(inference, 'build_parser', cli_parser_offering_auto)
     assert app.build_parser().parse_args(['--model-path', 'm.pth']).precision == 'auto'
