@@ -26,6 +26,7 @@ from jude_arch.photo_io import read_photo
 
 CHROMIUM, CHROMEDRIVER = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
 START_TIMEOUT_S = 240
+MAX_UPLOAD_MB = 5
 # Runs the app like `jude-app` does, with an audit hook that reports every name lookup and connection that
 # does not stay on this machine: analytics, version checks, downloads.
 SERVER_CODE = '''
@@ -93,7 +94,7 @@ class Server:
             env.pop(variable, None)
         self.process = subprocess.Popen(
             [sys.executable, '-c', SERVER_CODE, '--model-path', str(checkpoint), '--port', str(self.port),
-             '--device', 'cpu'], cwd=self.dirs['cwd'], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+             '--device', 'cpu', '--max-upload-mb', str(MAX_UPLOAD_MB)], cwd=self.dirs['cwd'], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         self.lines = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -218,6 +219,15 @@ def test_a_setting_the_restorer_refuses_gets_its_message(server, photos, tmp_pat
     assert out['downloads'] is None
     out = server.restore(client, photos / 'night.jpg', tile='big')
     assert "expected 'auto', 0 (no tiling) or a tile size in pixels, got 'big'" in _plain(out['status'])
+
+
+def test_an_upload_over_the_size_limit_is_refused(server, tmp_path):
+    import httpx  # Gradio's HTTP client; the upload route is where the limit is enforced
+    big = tmp_path / 'big.png'
+    big.write_bytes(os.urandom(MAX_UPLOAD_MB * 10**6 + 1))
+    with big.open('rb') as f:
+        response = httpx.post(f'{server.url}gradio_api/upload', files={'files': ('big.png', f)}, timeout=120)
+    assert response.status_code == 413 and f'{MAX_UPLOAD_MB * 10**6} bytes' in response.text, response.text
 
 
 def test_progress_counts_photos_and_the_tiles_of_a_large_photo(server, photos, tmp_path):
