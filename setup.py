@@ -85,11 +85,13 @@ setup(
         'setuptools; python_version >= "3.12"',
     ],
     extras_require={
-        'test': ['pytest>=7', 'pytest-timeout'],
+        'test': ['pytest>=7', 'pytest-timeout', 'selenium>=4.11'],  # selenium drives Chromium in the app's page test
         # No-reference metrics (MUSIQ, NIQE, LIQE, ...) through calculate_pyiqa; pyiqa is non-commercial only.
         'iqa': ['pyiqa'],
+        # The web app (jude-app, jude-restore --web); Gradio 6 takes the theme in launch().
+        'app': ['gradio>=6.0'],
     },
-    entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main']},
+    entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main', 'jude-app=jude_arch.app:main']},
     classifiers=[
         'Programming Language :: Python :: 3',
         'License :: OSI Approved :: Apache Software License',

@@ -6,6 +6,7 @@
 kept under the output folder; an input is never overwritten; a file that cannot be read or restored
 is reported and skipped. Exit status: 0 when every image was restored, 1 when some failed, 2 when the
 run could not start (arguments, checkpoint, no images). All restoring is `jude_arch.restorer.JUDERestorer`.
+`jude-restore --web --model-path <checkpoint>` starts the web app instead (`jude_arch.app`, `jude-app`).
 """
 import argparse
 import logging
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .memory import hold_freed_memory, peak_process_memory
-from .photo_io import IMAGE_EXTENSIONS, is_image_file, output_extension, read_photo, write_image
+from .photo_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, is_image_file, output_extension, read_photo, write_image
 from .precision import CHOICES as PRECISION_CHOICES
 from .restorer import JUDERestorer, RestoreError, read_network_options
 from .visualize import save_intermediates
@@ -42,9 +43,21 @@ def _tile(value):
     return size
 
 
+def _megapixels(value):
+    try:
+        limit = float(value)
+    except ValueError:
+        limit = -1.0
+    if not limit >= 0:
+        raise argparse.ArgumentTypeError(f'expected a number of megapixels ≥ 0 (0: no limit), got {value!r}')
+    return limit
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog='jude-restore',
-                                     description='Restore dark, blurry photos with a trained JUDE model.')
+                                     description='Restore dark, blurry photos with a trained JUDE model.',
+                                     epilog='jude-restore --web --model-path <checkpoint> starts the web app '
+                                     'instead (see jude-app --help).')
     parser.add_argument('-i', '--input', required=True, type=Path, help='image file or folder (walked recursively)')
     parser.add_argument('-o', '--output', required=True, type=Path, help='output folder (created if needed)')
     parser.add_argument('--model-path', required=True, type=Path,
@@ -65,9 +78,9 @@ def build_parser():
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg'],
                         help="output format; 'auto' (default) keeps the input's; images with alpha are never "
                         'saved as JPEG')
-    parser.add_argument('--max-pixels', default=100, type=float,
-                        help='refuse images larger than this many megapixels, checked from the file header before '
-                        'decoding (default 100; 0: no limit)')
+    parser.add_argument('--max-megapixels', type=_megapixels, default=DEFAULT_MAX_PIXELS / 1e6,
+                        help='refuse photos of more megapixels, checked from the file header before decoding '
+                        '(default: %(default)g; 0: no limit)')
     parser.add_argument('--save-intermediates', action='store_true',
                         help=f'also save, under <output>/{INTERMEDIATES_DIR}/, a panel of what JUDE did '
                         '(kernel, stages, Retinex factors), the kernels (.npy) and the per-stage λ/γ (.json)')
@@ -147,7 +160,7 @@ def check_writable(output_dir):
 
 def restore_one(restorer, path, relative, args, input_files, written):
     """Restore one file and write its results; returns the output path."""
-    image = read_photo(path, max_pixels=int(args.max_pixels * 1e6))
+    image = read_photo(path, max_pixels=round(args.max_megapixels * 1e6))
     if args.save_intermediates:
         restored, intermediates = restorer.restore(image, return_intermediates=True, tile_progress=True)
     else:
@@ -161,6 +174,20 @@ def restore_one(restorer, path, relative, args, input_files, written):
         stem = args.output / INTERMEDIATES_DIR / relative.parent / f'{relative.stem}{args.suffix}'
         save_intermediates(stem, image, restored, intermediates)
     return target
+
+
+def failure_message(error, path):
+    """The message for a photo that could not be read or restored, without the path (the caller adds its name).
+
+    Args:
+        error (Exception): what `read_photo` or the restorer raised.
+        path (str | Path): the photo's path, removed from the start of messages that name it.
+    """
+    message = str(error) if isinstance(error, (ValueError, OSError)) else f'{type(error).__name__}: {error}'
+    message = message.removeprefix(f'{path}: ')  # image errors name their file already
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        message += ' (out of memory: pass a smaller --tile)'
+    return message
 
 
 def _summary(done, failures, seconds, device):
@@ -181,6 +208,9 @@ def main(argv=None):
         argv (list[str] | None): the arguments; None reads the command line and, since the process is
             then this command's own, lets malloc keep freed memory for reuse (`hold_freed_memory`).
     """
+    if '--web' in (sys.argv[1:] if argv is None else argv):
+        from .app import main as app_main  # gradio is imported only for the web app
+        return app_main(argv)  # the app's parser accepts --web
     if argv is None:
         hold_freed_memory()
     args = build_parser().parse_args(argv)
@@ -228,10 +258,7 @@ def _run(args):
             try:
                 restore_one(restorer, path, relative, args, input_files, written)
             except Exception as error:  # report, skip, go on with the next image
-                message = str(error) if isinstance(error, (ValueError, OSError)) else f'{type(error).__name__}: {error}'
-                message = message.removeprefix(f'{path}: ')  # image errors name their file already
-                if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
-                    message += ' (out of memory: pass a smaller --tile)'
+                message = failure_message(error, path)
                 logger.error(f'{path}: {message}')
                 failures.append((path, message))
     _summary(len(inputs) - len(failures), failures, time.perf_counter() - start, restorer.device)

@@ -6,6 +6,7 @@ ignores the EXIF orientation a phone writes instead of rotating the pixels, so t
 here (with Pillow, from the header) and applied to the decoded array.
 """
 import io
+import os
 from pathlib import Path
 
 import cv2
@@ -15,8 +16,12 @@ from PIL import Image
 from .checkpoint_io import atomic_write
 from .data.image_io import IMAGE_EXTENSIONS, ImageDataError, decode_image, image_header, is_image_file
 
-__all__ = ['IMAGE_EXTENSIONS', 'ImageDataError', 'is_image_file', 'output_extension', 'read_photo', 'write_bytes',
-           'write_image']
+__all__ = ['DEFAULT_MAX_PIXELS', 'IMAGE_EXTENSIONS', 'ImageDataError', 'is_image_file',
+           'output_extension', 'read_photo', 'write_bytes', 'write_image']
+
+# Photos larger than this are refused before decoding: a 100-MP photo already needs several GiB of whole-image
+# buffers besides the network, and a few bytes of header can claim billions of pixels.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation → the array operation that shows the picture upright (as OpenCV's IMREAD_COLOR does).
@@ -74,7 +79,7 @@ def read_photo(path, max_pixels=None):
         width, height, _ = image_header(path)
         if width * height > max_pixels:
             raise ImageDataError(f'{path}: {width}×{height} is {width * height / 1e6:.1f} megapixels, more than the '
-                                 f'limit of {max_pixels / 1e6:g}; raise it with --max-pixels if you mean it')
+                                 f'limit of {max_pixels / 1e6:g}; raise it with --max-megapixels if you mean it')
     try:
         data = Path(path).read_bytes()
     except OSError as error:

@@ -16,6 +16,7 @@ mosaic of every tile's kernels in the tiles' layout, the maps are cross-faded li
 """
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -91,10 +92,10 @@ def _kernel_image(kernels, pixel):
     return _stack(images, 1, 2)
 
 
-def _kernel_cell(kernels):
+def _kernel_cell(kernels, size=CELL):
     """The kernel cell: the kernels of one input untiled, a mosaic in the tiles' layout when tiled."""
     rows, cols, num_kernels, k, _ = kernels.shape
-    pixel = max(1, CELL // (max(rows, cols * num_kernels) * (k + 2)))
+    pixel = max(1, size // (max(rows, cols * num_kernels) * (k + 2)))
     return _stack([_stack([_kernel_image(kernels[r, c], pixel) for c in range(cols)], 1, 4) for r in range(rows)],
                   0, 4)
 
@@ -121,9 +122,88 @@ def _text_rows(lines):
     return image
 
 
+def to_display(image, max_side=None):
+    """An image as read or restored (grey/BGR/BGRA, 8/16-bit) → 8-bit BGR for a screen.
+
+    Args:
+        image (numpy.ndarray): the image.
+        max_side (int | None): shrink it so that its longer side is at most this many pixels.
+    """
+    shown = _to_u8(_bgr_float(image))
+    return shown if max_side is None or max(shown.shape[:2]) <= max_side else _fit(shown, max_side)
+
+
 def display_gain(image):
     """Brightening that shows a dark image legibly: mean brightness to 0.35, between ×1 and ×32."""
     return float(np.clip(0.35 / max(float(_bgr_float(image).mean()), 1e-6), 1, 32))
+
+
+@dataclass
+class PanelViews:
+    """The panel's pictures, each a (label, BGR uint8 image) pair, and its λ/γ table.
+
+    Attributes:
+        overview (list): input (tile boxes drawn when tiled), output, kernel(s) and, with several basis
+            kernels, the weight map.
+        stages (list): the input and the sharp low-light image I after each stage, at one display gain.
+        retinex (list): L, R, L̂, R̂, each scaled to its own 99.5th percentile.
+        names (tuple[str]): the hyper-parameters' names (λ1..λ5, γ_P, γ_Q, γ_Z).
+        table (numpy.ndarray): K×8, each stage's λ and γ (means over tiles when tiled).
+        tiled (bool): whether the image went through the network in several tiles.
+    """
+
+    overview: list
+    stages: list
+    retinex: list
+    names: tuple
+    table: np.ndarray
+    tiled: bool
+
+
+def panel_views(image, restored, intermediates, size=CELL):
+    """The pictures and numbers of the panel, separately (`render_panel` lays them out; the web app shows them).
+
+    Args:
+        image (numpy.ndarray): the input as read (grey/BGR/BGRA, 8/16-bit).
+        restored (numpy.ndarray): the restored image, same layout.
+        intermediates (Intermediates): from `JUDERestorer.restore(..., return_intermediates=True)`.
+        size (int): longest side of each picture, in pixels.
+
+    Returns:
+        PanelViews: labelled pictures (every display gain in its label) and the per-stage λ/γ.
+    """
+    maps = intermediates.maps
+    rows, cols = intermediates.kernels.shape[:2]
+    num_kernels, k = intermediates.kernels.shape[2:4]
+    tiled = rows * cols > 1
+    gain = display_gain(image)
+
+    shown = _fit(_to_u8(_bgr_float(image)), size)
+    scale = shown.shape[1] / image.shape[1]
+    if tiled:
+        for top, bottom, left, right in intermediates.boxes.reshape(-1, 4):
+            cv2.rectangle(shown, (round(left * scale), round(top * scale)),
+                          (round((right - 1) * scale), round((bottom - 1) * scale)), (0, 255, 255), 1)
+    tiles_note = f' ({rows}x{cols} tiles)' if tiled else ''
+    kernel_label = (f'kernels {k}x{k} per tile' if tiled else f'blur kernel{"s" if num_kernels > 1 else ""} {k}x{k}')
+    overview = [('input' + tiles_note, shown), ('output', _fit(_to_u8(_bgr_float(restored)), size)),
+                (kernel_label + ' (each to its max)', _kernel_cell(intermediates.kernels, size))]
+    if 'weight_map' in maps:
+        overview.append((f'weight map of the {num_kernels} kernels', _weight_map_cell(maps['weight_map'], size)))
+
+    def cell(bgr, label, scale):
+        return (f'{label} x{scale:.3g}' if scale != 1 else label), _fit(_to_u8(bgr, scale), size)
+
+    def factor(name, label):
+        bgr = _rgb_map(maps[name])
+        return cell(bgr, label, 1 / max(float(np.percentile(bgr, 99.5)), 1e-6))
+
+    stages = [cell(_bgr_float(image), 'input', gain)]
+    stages += [cell(_rgb_map(stage), f'I after stage {t + 1}', gain) for t, stage in enumerate(maps['I'])]
+    retinex = [factor('L', 'illumination L'), factor('R', 'reflectance R'), factor('L_hat', 'enhanced illum. L^'),
+               factor('R_hat', 'denoised reflect. R^')]
+    table = np.concatenate([intermediates.lambdas.mean((0, 1)), intermediates.gammas.mean((0, 1))], axis=1)
+    return PanelViews(overview, stages, retinex, LAMBDA_NAMES + GAMMA_NAMES, table, tiled)
 
 
 def render_panel(image, restored, intermediates):
@@ -137,43 +217,12 @@ def render_panel(image, restored, intermediates):
     Returns:
         numpy.ndarray: the panel, BGR uint8.
     """
-    maps = intermediates.maps
-    rows, cols = intermediates.kernels.shape[:2]
-    num_kernels, k = intermediates.kernels.shape[2:4]
-    gain = display_gain(image)
-
-    shown = _fit(_to_u8(_bgr_float(image)), CELL)
-    scale = shown.shape[1] / image.shape[1]
-    if rows * cols > 1:
-        for top, bottom, left, right in intermediates.boxes.reshape(-1, 4):
-            cv2.rectangle(shown, (round(left * scale), round(top * scale)),
-                          (round((right - 1) * scale), round((bottom - 1) * scale)), (0, 255, 255), 1)
-    tiles_note = f' ({rows}x{cols} tiles)' if rows * cols > 1 else ''
-    kernel_label = (f'kernels {k}x{k} per tile' if rows * cols > 1 else
-                    f'blur kernel{"s" if num_kernels > 1 else ""} {k}x{k}')
-    first = [_labelled(shown, 'input' + tiles_note), _labelled(_fit(_to_u8(_bgr_float(restored)), CELL), 'output'),
-             _labelled(_kernel_cell(intermediates.kernels), kernel_label + ' (each to its max)')]
-    if 'weight_map' in maps:
-        first.append(_labelled(_weight_map_cell(maps['weight_map'], CELL), f'weight map of the {num_kernels} kernels'))
-
-    def cell(bgr, label, scale):
-        return _labelled(_fit(_to_u8(bgr, scale), CELL), f'{label} x{scale:.3g}' if scale != 1 else label)
-
-    def factor(name, label):
-        bgr = _rgb_map(maps[name])
-        return cell(bgr, label, 1 / max(float(np.percentile(bgr, 99.5)), 1e-6))
-
-    second = [cell(_bgr_float(image), 'input', gain)]
-    second += [cell(_rgb_map(stage), f'I after stage {t + 1}', gain) for t, stage in enumerate(maps['I'])]
-    third = [factor('L', 'illumination L'), factor('R', 'reflectance R'), factor('L_hat', 'enhanced illum. L^'),
-             factor('R_hat', 'denoised reflect. R^')]
-    lambdas, gammas = intermediates.lambdas.mean((0, 1)), intermediates.gammas.mean((0, 1))
-    lines = [f'per-stage hyper-parameters{" (mean over tiles)" if rows * cols > 1 else ""}:']
-    for t, (lam, gam) in enumerate(zip(lambdas, gammas)):
-        lines.append(f'stage {t + 1}: ' + '  '.join(f'{n}={v:.4g}' for n, v in zip(LAMBDA_NAMES + GAMMA_NAMES,
-                                                                                   [*lam, *gam])))
-    panel = _stack([_stack(first, 1, _GAP), _stack(second, 1, _GAP), _stack(third, 1, _GAP), _text_rows(lines)],
-                   0, _GAP)
+    views = panel_views(image, restored, intermediates)
+    lines = [f'per-stage hyper-parameters{" (mean over tiles)" if views.tiled else ""}:']
+    for t, values in enumerate(views.table):
+        lines.append(f'stage {t + 1}: ' + '  '.join(f'{n}={v:.4g}' for n, v in zip(views.names, values)))
+    panel = _stack([_stack([_labelled(picture, label) for label, picture in row], 1, _GAP)
+                    for row in (views.overview, views.stages, views.retinex)] + [_text_rows(lines)], 0, _GAP)
     return cv2.copyMakeBorder(panel, _GAP, _GAP, _GAP, _GAP, cv2.BORDER_CONSTANT, value=(_BACKGROUND, ) * 3)
 
 

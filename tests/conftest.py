@@ -1,4 +1,7 @@
 """Shared fixtures: real photographs bundled with scikit-image, realistic blur kernels. No downloads."""
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import skimage.data
@@ -33,6 +36,14 @@ def load_photo(name='astronaut', size=256):
         img = np.stack([img] * 3, -1)
     img = skimage.transform.resize(img[..., :3], (size, size), anti_aliasing=True)
     return torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+
+
+def png_declaring(width, height):
+    """A well-formed PNG (valid chunks and CRCs) whose header declares width×height but that holds a few bytes."""
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)) +
+            chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import load_photo
+from conftest import load_photo, png_declaring
 from PIL import Image
 
 from jude_arch.archs import JUDE
@@ -232,3 +232,18 @@ def test_broken_links_and_output_conflicts_are_named(tmp_path, checkpoint, photo
     assert main(['-i', str(src), '-o', str(src), '--model-path', str(checkpoint), '--suffix', '_jude']) == 2
     assert (f'the output for {src / "a.png"} would overwrite the input {src / "a_jude.png"}; choose another --output '
             'folder or a different --suffix') in caplog.text
+
+
+def test_photos_over_the_pixel_limit_are_refused_from_their_header(tmp_path, checkpoint, photo_bgr, caplog):
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    src.mkdir()
+    (src / 'huge.png').write_bytes(png_declaring(13000, 13000))  # a few hundred bytes claiming 169 MP
+    cv2.imwrite(str(src / 'small.jpg'), photo_bgr)
+    assert main(['-i', str(src), '-o', str(out), '--model-path', str(checkpoint), '--tile', '0']) == 1
+    assert (f'{src / "huge.png"}: 13000×13000 is 169.0 megapixels, more than the limit of 100; raise it with '
+            '--max-megapixels if you mean it') in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ['small.jpg']
+    caplog.clear()
+    assert main(['-i', str(src / 'small.jpg'), '-o', str(out), '--model-path', str(checkpoint), '--suffix', '_2',
+                 '--max-megapixels', '0.002']) == 1  # JPEG: the size from Pillow's header parser
+    assert f'{src / "small.jpg"}: 56×40 is 0.0 megapixels, more than the limit of 0.002' in caplog.text

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -48,6 +48,9 @@ def decode_image(data, name):
                 image.verify()
             else:
                 image.load()
+    except UnidentifiedImageError:  # Pillow's message names its BytesIO object, not the file
+        raise ImageDataError(f'{name}: not a readable image (not an image file, or a format Pillow does not know); '
+                             're-copy or re-download it') from None
     except Exception as error:  # Pillow signals bad data with several exception types
         raise ImageDataError(f'{name}: not a readable image ({error}); re-copy or re-download it') from None
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
