@@ -93,5 +93,12 @@ def image_header(path):
             return width, height, 2 if head[24] == 16 else 1
         with Image.open(path) as image:
             return (*image.size, _BYTES_PER_SAMPLE.get(image.mode, 1))
-    except OSError as error:  # includes Pillow's UnidentifiedImageError
-        raise ImageDataError(f'{path}: not a readable image ({error}); re-copy or re-download it') from None
+    except Image.DecompressionBombError:  # Pillow refuses to even open a header this large
+        raise ImageDataError(f'{path}: declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; '
+                             'not an image this tool reads') from None
+    except UnidentifiedImageError:  # the same words as `decode_image` (Pillow's own repeat the path)
+        raise ImageDataError(f'{path}: not a readable image (not an image file, or a format Pillow does not know); '
+                             're-copy or re-download it') from None
+    except OSError as error:
+        raise ImageDataError(f'{path}: not a readable image ({error.strerror or error}); re-copy or re-download it') \
+            from None
