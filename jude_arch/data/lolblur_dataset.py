@@ -1,18 +1,23 @@
 """`LOLBlurDataset`: BasicSR's paired dataset for LOL-Blur, with keys that name the video and phase-3 noise."""
 from pathlib import Path
 
+import numpy as np
 import torch
 from basicsr.data.data_util import paired_paths_from_lmdb
 from basicsr.data.degradations import random_add_gaussian_noise_pt, random_add_poisson_noise_pt
 from basicsr.data.paired_image_dataset import PairedImageDataset
+from basicsr.data.transforms import augment, paired_random_crop
+from basicsr.utils import FileClient, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torchvision.transforms.functional import normalize
 
-from .lolblur_layout import pair_frames
+from .lolblur_layout import frame_key, pair_frames
 
 # JUDE_SPEC §7 (the released code's phase-3 noise); σ in 8-bit levels, as BasicSR's noise functions take it.
 LQ_NOISE_DEFAULTS = {'gaussian_sigma': (0, 8), 'poisson_scale': (0.1, 1.2), 'poisson_prob': 0.5, 'gray_prob': 0.3}
 _PREPARE_HINT = 'run datasets_prep/prepare_lolblur.py to build the LMDBs'
+# Optional images read, cropped and augmented with lq/gt, for the physics losses and metrics (dataroot_<name>).
+EXTRA_IMAGES = ('low_sharp', 'low_blur')
 
 
 def add_lq_noise(lq, gaussian_sigma=(0, 8), poisson_scale=(0.1, 1.2), poisson_prob=0.5, gray_prob=0.3):
@@ -56,12 +61,21 @@ class LOLBlurDataset(PairedImageDataset):
     Every item also has 'key' = `<video>_<frame>` (unique across videos; frame names alone repeat), to name
     saved images by.
 
+    For JUDE's physics (auxiliary losses, kernel metrics) an item can also carry, cropped, flipped and rotated
+    with lq/gt: 'low_sharp' (the dark sharp frame) and 'low_blur' (the noise-free blurred one), from folders or
+    LMDBs of the same frames (same backend as lq/gt; `prepare_lolblur.py --lq low_sharp` packs one), and
+    'kernel', the true blur kernel (synthetic data: `kernels/<video>/<frame>.npy`, always read from disk),
+    flipped and transposed like the images, so it still blurs low_sharp into low_blur.
+
     Args:
         opt (dict): `PairedImageDataset`'s options plus
             lq_noise (dict | None): phase-3 noise on the LQ image, added after cropping and augmentation and
                 before `mean`/`std` normalisation; absent or None: off. Keys (all optional, defaults from
                 JUDE_SPEC §7): gaussian_sigma [0, 8] (8-bit levels), poisson_scale [0.1, 1.2],
                 poisson_prob 0.5, gray_prob 0.3.
+            dataroot_low_sharp, dataroot_low_blur (str | None): the extra images' folders or LMDBs.
+            dataroot_kernel (str | None): folder of the true kernels (`.npy`, `<video>/<frame>.npy`).
+            kernel_size (int): odd side the true kernels are zero-padded to, centred (they are batched). Default: 31.
     """
 
     def __init__(self, opt):
@@ -98,6 +112,48 @@ class LOLBlurDataset(PairedImageDataset):
                                             f'{_PREPARE_HINT} and use io_backend lmdb')
             pairs = pair_frames(self.lq_folder, self.gt_folder)
             self.paths = [{'lq_path': str(lq), 'gt_path': str(gt), 'key': key} for key, lq, gt in pairs]
+        self._init_extras(opt)
+
+    def _init_extras(self, opt):
+        """Find every pair's extra images and true kernel, when their dataroots are given."""
+        self.extras = [name for name in EXTRA_IMAGES if opt.get(f'dataroot_{name}')]
+        self.kernel_size = opt.get('kernel_size', 31)
+        self.kernel_paths = None
+        if not self.extras and not opt.get('dataroot_kernel'):
+            return
+        if opt.get('color') == 'y' or self.norm_mean is not None or self.norm_std is not None:
+            raise ValueError('dataroot_low_sharp / dataroot_low_blur / dataroot_kernel are for RGB images in [0, 1]; '
+                             'they cannot be combined with color: y or mean/std')
+        keys = [path['key'] for path in self.paths]
+        for name in self.extras:
+            folder = opt[f'dataroot_{name}']
+            if self.io_backend_opt['type'] == 'lmdb':
+                self._check_lmdb(folder)
+                self.io_backend_opt['db_paths'].append(folder)
+                self.io_backend_opt['client_keys'].append(name)
+                with open(Path(folder) / 'meta_info.txt') as meta:
+                    found = {line.split('.')[0] for line in meta}
+            else:
+                found = {key: str(path) for key, path, _ in pair_frames(folder, self.gt_folder)}
+            missing = [key for key in keys if key not in found]
+            if missing:
+                raise FileNotFoundError(f'{folder}: no frame {missing[0]} (dataroot_{name} lacks {len(missing)} of the '
+                                        f'{len(keys)} frames of {self.lq_folder})')
+            for path in self.paths:
+                path[f'{name}_path'] = path['key'] if self.io_backend_opt['type'] == 'lmdb' else found[path['key']]
+        if opt.get('dataroot_kernel'):
+            folder = Path(opt['dataroot_kernel'])
+            if not folder.is_dir():
+                raise FileNotFoundError(f'{folder}: dataroot_kernel folder not found (the synthesis writes '
+                                        '<split>/kernels/<video>/<frame>.npy)')
+            if not isinstance(self.kernel_size, int) or self.kernel_size % 2 == 0:
+                raise ValueError(f'kernel_size must be an odd integer (kernels stay centred), got {self.kernel_size!r}')
+            found = {frame_key(path.relative_to(folder)): path for path in folder.rglob('*.npy')}
+            missing = [key for key in keys if key not in found]
+            if missing:
+                raise FileNotFoundError(f'{folder}: no kernel {missing[0]}.npy for {len(missing)} of the {len(keys)} '
+                                        'frames; point dataroot_kernel at the kernels of the same split')
+            self.kernel_paths = [found[key] for key in keys]
 
     @staticmethod
     def _check_lmdb(folder):
@@ -127,7 +183,7 @@ class LOLBlurDataset(PairedImageDataset):
         return noise
 
     def __getitem__(self, index):
-        item = super().__getitem__(index)
+        item = self._item_with_extras(index) if self.extras or self.kernel_paths else super().__getitem__(index)
         if self.lq_noise is not None:
             item['lq'] = add_lq_noise(item['lq'], **self.lq_noise)
         if self.norm_mean is not None or self.norm_std is not None:
@@ -135,3 +191,42 @@ class LOLBlurDataset(PairedImageDataset):
             normalize(item['gt'], self.norm_mean, self.norm_std, inplace=True)
         item['key'] = self.paths[index]['key']
         return item
+
+    def _item_with_extras(self, index):
+        """`PairedImageDataset.__getitem__` (the same random draws, so the same lq/gt crops) with the extra
+        images cropped and augmented like gt, and the true kernel flipped and transposed like the images."""
+        if self.file_client is None:
+            self.file_client = FileClient(self.io_backend_opt.pop('type'), **self.io_backend_opt)
+        paths = self.paths[index]
+        names = ['gt', *self.extras]
+        images = [imfrombytes(self.file_client.get(paths[f'{name}_path'], name), float32=True) for name in names]
+        lq = imfrombytes(self.file_client.get(paths['lq_path'], 'lq'), float32=True)
+        kernel = self._kernel(index) if self.kernel_paths else None
+        if self.opt['phase'] == 'train':
+            images, lq = paired_random_crop(images, lq, self.opt['gt_size'], self.opt['scale'], paths['gt_path'])
+            images = images if isinstance(images, list) else [images]
+            augmented, (hflip, vflip, rot90) = augment([*images, lq], self.opt['use_hflip'], self.opt['use_rot'],
+                                                       return_status=True)
+            *images, lq = augmented
+            if kernel is not None:
+                # blur(T(sharp), T(k)) = T(blur(sharp, k)) for these T, with an odd kernel centred on its grid.
+                kernel = kernel[:, ::-1] if hflip else kernel
+                kernel = kernel[::-1] if vflip else kernel
+                kernel = kernel.T if rot90 else kernel
+        else:
+            images = [image[:lq.shape[0], :lq.shape[1]] for image in images]
+        tensors = img2tensor([*images, lq], bgr2rgb=True, float32=True)
+        item = dict(zip(names, tensors[:-1]), lq=tensors[-1], lq_path=paths['lq_path'], gt_path=paths['gt_path'])
+        if kernel is not None:
+            item['kernel'] = torch.from_numpy(np.ascontiguousarray(kernel, np.float32))[None]
+        return item
+
+    def _kernel(self, index):
+        path = self.kernel_paths[index]
+        kernel = np.load(path)
+        k = kernel.shape[0]
+        if kernel.ndim != 2 or kernel.shape[1] != k or k % 2 == 0 or k > self.kernel_size:
+            raise ValueError(f'{path}: a kernel of shape {kernel.shape}; expected an odd square kernel of at most '
+                             f'kernel_size = {self.kernel_size} (raise kernel_size)')
+        before = self.kernel_size // 2 - k // 2
+        return np.pad(kernel, before)
