@@ -1,15 +1,21 @@
 """Kernel pretraining (KernelEstimatorModel, phase 0) and JUDEModel's optional physics losses and metrics."""
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
+from basicsr.losses import build_loss
 from basicsr.models import build_model
+from basicsr.utils.options import parse_options
 
 from jude_arch.archs import JUDE
 from jude_arch.losses import JUDELoss
 from training_helpers import TINY_NET, tiny_lolblur, tiny_options
 
+OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 ESTIMATOR_NET = {'type': 'JUDEKernelNet', 'preset': 'small', 'kernel_size': TINY_NET['kernel_size'],
                  'kernel_width': TINY_NET['kernel_width']}
 PHYSICS_LOSSES = {'sharp_opt': {'type': 'L1Loss', 'loss_weight': 0.5},
@@ -184,3 +190,31 @@ def test_validation_logs_physics_metrics_beside_the_output_metrics(data, tmp_pat
     assert set(model.metric_results) == {'psnr'} | physics_metrics
     assert {f'metrics/tiny-test/{name}' for name in physics_metrics} <= set(tb.scalars)
     assert 0 < model.metric_results['kernel_similarity'] <= 1 and model.metric_results['reblur_psnr'] > 10
+
+
+def parse(name, monkeypatch, tmp_path):
+    """Parse an options file exactly as jude_arch/train.py does, with tmp_path as root."""
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(OPTIONS / name)])
+    return parse_options(str(tmp_path), is_train=True)[0]
+
+
+def test_options_files_chain_phase_0_into_jude(monkeypatch, tmp_path):
+    phase0 = parse('train_kernel_estimator.yml', monkeypatch, tmp_path)
+    assert phase0['model_type'] == 'KernelEstimatorModel' and phase0['network_g']['type'] == 'JUDEKernelNet'
+    assert phase0['datasets']['train']['type'] == phase0['datasets']['val']['type'] == 'ShakeBlurDataset'
+    assert sum(phase0['train']['scheduler']['periods']) >= phase0['train']['total_iter']
+    for key in ('reblur_opt', 'kernel_opt'):
+        build_loss(dict(phase0['train'][key]))
+    # Its estimator is the full JUDE's: the same parameter names and shapes.
+    estimator = build_network(dict(phase0['network_g'])).state_dict()
+    full = {key: value.shape for key, value in JUDE(preset='full').state_dict().items()}
+    assert {key: value.shape for key, value in estimator.items()} == {k: full[k] for k in estimator}
+
+    demo = parse('train_jude_demo_physics.yml', monkeypatch, tmp_path)
+    assert demo['path']['pretrain_network_g'] == 'experiments/JUDE_demo_p0/models/net_g_latest.pth'
+    assert demo['path']['strict_load_g'] is False
+    assert 'name=JUDE_demo_p0' in (OPTIONS / 'train_jude_demo_physics.yml').read_text()
+    for key in PHYSICS_LOSSES:
+        assert demo['train'][key]['type'] == PHYSICS_LOSSES[key]['type']
+    train = demo['datasets']['train']
+    assert {'dataroot_low_sharp', 'dataroot_low_blur', 'dataroot_kernel'} <= set(train)
