@@ -120,9 +120,9 @@ def main(argv=None):
         lq = tensor2img(items[args.panel_frame]['lq'][None])
         restorer = JUDERestorer(net, device='cpu', tile=0)
         restored, inter = restorer.restore(lq, return_intermediates=True)
-        save_intermediates(out / 'images' / f'physics_panel_{name}', lq, restored, inter)
+        save_intermediates(out / 'images' / f'physics_{name}', lq, restored, inter)
         for suffix in ('_kernel.npy', '_params.json'):
-            (out / 'images' / f'physics_panel_{name}{suffix}').unlink()
+            (out / 'images' / f'physics_{name}{suffix}').unlink()
     results = {
         'frames': len(items),
         'kernels': {name: kernel_scores(values, items) for name, values in kernels.items()},

@@ -20,7 +20,8 @@ ESTIMATOR_NET = {'type': 'JUDEKernelNet', 'preset': 'small', 'kernel_size': TINY
                  'kernel_width': TINY_NET['kernel_width']}
 PHYSICS_LOSSES = {'sharp_opt': {'type': 'L1Loss', 'loss_weight': 0.5},
                   'kernel_opt': {'type': 'KernelLoss', 'loss_weight': 0.1},
-                  'reblur_opt': {'type': 'ReblurLoss', 'light': 'linear'}}
+                  'reblur_opt': {'type': 'ReblurLoss', 'light': 'linear'},
+                  'reflectance_opt': {'type': 'L1Loss', 'loss_weight': 0.5}}
 
 
 @pytest.fixture(scope='module')
@@ -148,7 +149,8 @@ def test_physics_losses_train_the_kernel_estimator(data, tmp_path, losses):
         model.feed_data(batch(opt))
         model.optimize_parameters(1)
         grads[name] = torch.stack([p.grad.norm() for p in model.net_g.kernel_estimator.parameters()]).norm()
-    names = {'sharp_opt': 'l_sharp', 'kernel_opt': 'l_kernel', 'reblur_opt': 'l_reblur'}
+    names = {'sharp_opt': 'l_sharp', 'kernel_opt': 'l_kernel', 'reblur_opt': 'l_reblur',
+             'reflectance_opt': 'l_reflectance'}
     assert set(model.log_dict) == {'l_pix'} | {names[key] for key in losses}
     assert grads['physics'] > 100 * grads['paper']  # the paper's loss barely reaches the estimator
 
@@ -216,5 +218,18 @@ def test_options_files_chain_phase_0_into_jude(monkeypatch, tmp_path):
     assert 'name=JUDE_demo_p0' in (OPTIONS / 'train_jude_demo_physics.yml').read_text()
     for key in PHYSICS_LOSSES:
         assert demo['train'][key]['type'] == PHYSICS_LOSSES[key]['type']
+        build_loss(dict(demo['train'][key]))
     train = demo['datasets']['train']
     assert {'dataroot_low_sharp', 'dataroot_low_blur', 'dataroot_kernel'} <= set(train)
+
+
+def test_reflectance_loss_compares_r_k_with_the_ground_truth(data, tmp_path):
+    model, opt = make_model(data, tmp_path, train={'ema_decay': 0,
+                                                   'reflectance_opt': PHYSICS_LOSSES['reflectance_opt']})
+    train = batch(opt)
+    with torch.no_grad():
+        r_k = model.net_g(train['lq'], return_intermediates=True)['R'][-1]
+    model.feed_data(train)
+    model.optimize_parameters(1)
+    expected = 0.5 * (r_k - train['gt']).abs().mean()
+    assert model.log_dict['l_reflectance'] == pytest.approx(expected.item(), rel=1e-5)

@@ -17,6 +17,7 @@ YAML knobs (all optional):
       sharp_opt: ~             # e.g. {type: L1Loss, loss_weight: 0.5}: I_K against `low_sharp`
       kernel_opt: ~            # e.g. {type: KernelLoss, loss_weight: 0.05}: k̂ against the true kernel
       reblur_opt: ~            # e.g. {type: ReblurLoss, light: linear}: blur(low_sharp, k̂) against the blur
+      reflectance_opt: ~       # e.g. {type: L1Loss, loss_weight: 0.5}: R_K against the ground truth
     val:
       precision: fp32          # autocast for validation / testing
       tile: ~                  # {size: 512, overlap: 64}: tiled validation, seamless blending (jude_arch.tiling);
@@ -55,7 +56,7 @@ TB_MAX_WIDTH = 2048
 TB_KERNEL_ZOOM = 4
 # Items a dataset may add for the physics losses and metrics (LOLBlurDataset's extras, ShakeBlurDataset).
 PHYSICS_KEYS = ('low_sharp', 'low_blur', 'kernel')
-PHYSICS_LOSSES = ('sharp_opt', 'kernel_opt', 'reblur_opt')
+PHYSICS_LOSSES = ('sharp_opt', 'kernel_opt', 'reblur_opt', 'reflectance_opt')
 PHYSICS_DEFAULTS = {'light': 'linear', 'max_shift': 4}
 
 
@@ -322,9 +323,10 @@ class JUDEModel(SRModel):
         self.physics_data = {key: data[key].to(self.device) for key in PHYSICS_KEYS if key in data}
 
     def _init_physics_losses(self, train_opt):
-        """Build the auxiliary losses given in the YAML (`sharp_opt`, `kernel_opt`, `reblur_opt`); none by default."""
+        """Build the auxiliary losses given in the YAML (`PHYSICS_LOSSES`); none by default."""
         built = {key: build_loss(train_opt[key]).to(self.device) for key in PHYSICS_LOSSES if train_opt.get(key)}
-        self.cri_sharp, self.cri_kernel, self.cri_reblur = (built.get(key) for key in PHYSICS_LOSSES)
+        self.cri_sharp, self.cri_kernel, self.cri_reblur, self.cri_reflectance = (built.get(key)
+                                                                                   for key in PHYSICS_LOSSES)
         self.uses_intermediates = bool(built)
         if built and not isinstance(self.get_bare_model(self.net_g), JUDE):
             raise ValueError(f'train.{", ".join(built)}: these losses need JUDE\'s intermediates (I_K, the kernel), '
@@ -362,6 +364,10 @@ class JUDEModel(SRModel):
             blurred = self.physics_data.get('low_blur', self.lq)
             loss_dict['l_reblur'] = self.cri_reblur(kernel, self._physics_data('low_sharp', 'reblur_opt'), blurred)
             total += loss_dict['l_reblur']
+        if self.cri_reflectance:
+            # I = L ⊙ R: with R the scene's reflectance (the normal-light image), L is the illumination I / R.
+            loss_dict['l_reflectance'] = self.cri_reflectance(out['R'][-1].float(), self.gt)
+            total += loss_dict['l_reflectance']
         return total
 
     def _physics_options(self):

@@ -38,7 +38,8 @@ class KernelEstimatorModel(JUDEModel):
         super().__init__(opt)
         net = self.get_bare_model(self.net_g)
         if not isinstance(net, JUDEKernelNet):
-            raise ValueError(f"KernelEstimatorModel trains network_g type JUDEKernelNet, got {opt['network_g']['type']}")
+            raise ValueError(f"KernelEstimatorModel trains network_g type JUDEKernelNet, got "
+                             f"{opt['network_g']['type']}")
         if net.config['num_kernels'] != 1:
             raise ValueError(f"KernelEstimatorModel: num_kernels must be 1 (one kernel per image), got "
                              f"{net.config['num_kernels']}")
