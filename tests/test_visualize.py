@@ -96,3 +96,26 @@ def test_cli_saves_intermediates_beside_the_layout(tmp_path, jude, dark_bgr):
     stem = out / 'intermediates' / 'night' / 'street'
     _check_files([stem.with_name('street_panel.png'), stem.with_name('street_kernel.npy'),
                   stem.with_name('street_params.json')], 1, 1, 1, 3)
+
+
+def test_stage_images_are_drawn_like_the_input(dark_bgr, monkeypatch):
+    """A stage's I that equals the input is drawn exactly like the input cell (same channel order and gain): the
+    colours the panel shows are the network's, not a display artefact."""
+    from jude_arch import visualize
+    from jude_arch.restorer import Intermediates
+
+    cells, labelled = {}, visualize._labelled
+
+    def record(image, label):
+        cells[label] = image
+        return labelled(image, label)
+
+    monkeypatch.setattr(visualize, '_labelled', record)
+    rgb = torch.from_numpy(dark_bgr[..., ::-1] / 255.).float().permute(2, 0, 1)
+    maps = {'I': rgb[None], 'L': rgb, 'R': torch.ones_like(rgb), 'L_hat': rgb, 'R_hat': torch.ones_like(rgb)}
+    kernel = np.full((1, 1, 1, 5, 5), 1 / 25, np.float32)
+    inter = Intermediates(boxes=np.array([[[0, 48, 0, 64]]]), kernels=kernel, lambdas=np.ones((1, 1, 1, 5)),
+                          gammas=np.ones((1, 1, 1, 3)), maps=maps)
+    render_panel(dark_bgr, dark_bgr, inter)
+    gain = [label for label in cells if label.startswith('input x')][0].split(' x')[1]
+    np.testing.assert_array_equal(cells[f'I after stage 1 x{gain}'], cells[f'input x{gain}'])

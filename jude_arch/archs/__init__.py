@@ -3,10 +3,11 @@ from .data_step import BOUNDARIES, FFTDataStep, blur, psf2otf, solve_i_update
 from .hyper_net import HyperNet
 from .jude_arch import JUDE, PRESETS
 from .kernel_estimator import KernelEstimator
+from .kernel_net import JUDEKernelNet
 from .resunet import ResUNet
 from .retinex_heads import IlluminationEnhancer, ReflectanceDenoiser
 
 __all__ = [
     'BOUNDARIES', 'FFTDataStep', 'blur', 'psf2otf', 'solve_i_update', 'HyperNet', 'JUDE', 'PRESETS', 'KernelEstimator',
-    'ResUNet', 'IlluminationEnhancer', 'ReflectanceDenoiser'
+    'JUDEKernelNet', 'ResUNet', 'IlluminationEnhancer', 'ReflectanceDenoiser'
 ]

@@ -4,8 +4,10 @@
 - `synthesis`: LOL-Blur-style pairs from sharp photos (`datasets_prep/synthesize_lolblur.py`).
 - `lolblur_lmdb`: LOL-Blur folders → BasicSR LMDBs (`datasets_prep/prepare_lolblur.py`).
 - `lolblur_dataset`: `LOLBlurDataset` (DATASET_REGISTRY), with phase-3 noise.
+- `shake_blur_dataset`: `ShakeBlurDataset` (DATASET_REGISTRY), frames synthesised on the fly (kernel pretraining).
 - `lolblur_layout`, `image_io`, `parallel`: the folder layout and keys, strict image reading, worker pools.
 """
-from .lolblur_dataset import LOLBlurDataset, add_lq_noise  # importing registers the dataset
+from .lolblur_dataset import LOLBlurDataset, add_lq_noise  # importing registers the datasets
+from .shake_blur_dataset import ShakeBlurDataset
 
-__all__ = ['LOLBlurDataset', 'add_lq_noise']
+__all__ = ['LOLBlurDataset', 'ShakeBlurDataset', 'add_lq_noise']

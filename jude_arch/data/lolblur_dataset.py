@@ -13,13 +13,15 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torchvision.transforms.functional import normalize
 
 from .image_io import ImageDataError, decode_image, image_header
-from .lolblur_layout import check_pair_sizes, pair_frames
+from .lolblur_layout import check_pair_sizes, frame_key, pair_frames
 
 # JUDE_SPEC §7 (the released code's phase-3 noise); σ in 8-bit levels, as BasicSR's noise functions take it.
 LQ_NOISE_DEFAULTS = {'gaussian_sigma': (0, 8), 'poisson_scale': (0.1, 1.2), 'poisson_prob': 0.5, 'gray_prob': 0.3}
 _PREPARE_HINT = 'run datasets_prep/prepare_lolblur.py to build the LMDBs'
 # A line of BasicSR's meta_info.txt: `<key>.png (<h>,<w>,<c>) <compression>`.
 _META_LINE = re.compile(r'^(?P<key>[^. ]+)\.\S*\s+\((?P<h>\d+),\s*(?P<w>\d+)')
+# Optional images read, cropped and augmented with lq/gt, for the physics losses and metrics (dataroot_<name>).
+EXTRA_IMAGES = ('low_sharp', 'low_blur')
 
 
 def add_lq_noise(lq, gaussian_sigma=(0, 8), poisson_scale=(0.1, 1.2), poisson_prob=0.5, gray_prob=0.3):
@@ -70,6 +72,11 @@ class LOLBlurDataset(PairedImageDataset):
     (a truncated or corrupted image is an error naming its file, or its LMDB and key), GT and LQ sizes are
     checked when the dataset is built (from the file headers, or from the LMDBs' meta_info.txt) and again
     when a pair is read, so validation never crops a GT silently to its LQ.
+    For JUDE's physics (auxiliary losses, kernel metrics) an item can also carry, cropped, flipped and rotated
+    with lq/gt: 'low_sharp' (the dark sharp frame) and 'low_blur' (the noise-free blurred one), from folders or
+    LMDBs of the same frames (same backend as lq/gt; `prepare_lolblur.py --lq low_sharp` packs one), and
+    'kernel', the true blur kernel (synthetic data: `kernels/<video>/<frame>.npy`, always read from disk),
+    flipped and transposed like the images, so it still blurs low_sharp into low_blur.
 
     Args:
         opt (dict): `PairedImageDataset`'s options plus
@@ -79,6 +86,9 @@ class LOLBlurDataset(PairedImageDataset):
                 poisson_prob 0.5, gray_prob 0.3.
             crop_to_multiple (int | None): crop LQ and GT to their top-left region whose height and width are
                 multiples of this number (after any `gt_size` crop, before noise); absent or None: off.
+            dataroot_low_sharp, dataroot_low_blur (str | None): the extra images' folders or LMDBs.
+            dataroot_kernel (str | None): folder of the true kernels (`.npy`, `<video>/<frame>.npy`).
+            kernel_size (int): odd side the true kernels are zero-padded to, centred (they are batched). Default: 31.
     """
 
     def __init__(self, opt):
@@ -133,6 +143,48 @@ class LOLBlurDataset(PairedImageDataset):
             lq_paths, gt_paths = [lq for _, lq, _ in pairs], [gt for _, _, gt in pairs]
             check_pair_sizes(lq_paths, gt_paths, [image_header(path) for path in lq_paths + gt_paths])
             self.paths = [{'lq_path': str(lq), 'gt_path': str(gt), 'key': key} for key, lq, gt in pairs]
+        self._init_extras(opt)
+
+    def _init_extras(self, opt):
+        """Find every pair's extra images and true kernel, when their dataroots are given."""
+        self.extras = [name for name in EXTRA_IMAGES if opt.get(f'dataroot_{name}')]
+        self.kernel_size = opt.get('kernel_size', 31)
+        self.kernel_paths = None
+        if not self.extras and not opt.get('dataroot_kernel'):
+            return
+        if opt.get('color') == 'y' or self.norm_mean is not None or self.norm_std is not None:
+            raise ValueError('dataroot_low_sharp / dataroot_low_blur / dataroot_kernel are for RGB images in [0, 1]; '
+                             'they cannot be combined with color: y or mean/std')
+        keys = [path['key'] for path in self.paths]
+        for name in self.extras:
+            folder = opt[f'dataroot_{name}']
+            if self.io_backend_opt['type'] == 'lmdb':
+                self._check_lmdb(folder)
+                self.io_backend_opt['db_paths'].append(folder)
+                self.io_backend_opt['client_keys'].append(name)
+                with open(Path(folder) / 'meta_info.txt') as meta:
+                    found = {line.split('.')[0] for line in meta}
+            else:
+                found = {key: str(path) for key, path, _ in pair_frames(folder, self.gt_folder)}
+            missing = [key for key in keys if key not in found]
+            if missing:
+                raise FileNotFoundError(f'{folder}: no frame {missing[0]} (dataroot_{name} lacks {len(missing)} of the '
+                                        f'{len(keys)} frames of {self.lq_folder})')
+            for path in self.paths:
+                path[f'{name}_path'] = path['key'] if self.io_backend_opt['type'] == 'lmdb' else found[path['key']]
+        if opt.get('dataroot_kernel'):
+            folder = Path(opt['dataroot_kernel'])
+            if not folder.is_dir():
+                raise FileNotFoundError(f'{folder}: dataroot_kernel folder not found (the synthesis writes '
+                                        '<split>/kernels/<video>/<frame>.npy)')
+            if not isinstance(self.kernel_size, int) or self.kernel_size % 2 == 0:
+                raise ValueError(f'kernel_size must be an odd integer (kernels stay centred), got {self.kernel_size!r}')
+            found = {frame_key(path.relative_to(folder)): path for path in folder.rglob('*.npy')}
+            missing = [key for key in keys if key not in found]
+            if missing:
+                raise FileNotFoundError(f'{folder}: no kernel {missing[0]}.npy for {len(missing)} of the {len(keys)} '
+                                        'frames; point dataroot_kernel at the kernels of the same split')
+            self.kernel_paths = [found[key] for key in keys]
 
     @staticmethod
     def _check_lmdb(folder):
@@ -193,33 +245,21 @@ class LOLBlurDataset(PairedImageDataset):
         return noise
 
     def _crop_top_left(self, item):
-        """Crop item's LQ and GT to the top-left region whose sides are multiples of `crop_to_multiple`."""
+        """Crop item's images (LQ, GT and extras) to the top-left region whose sides are multiples of
+        `crop_to_multiple`."""
         multiple = self.crop_to_multiple
         height, width = item['lq'].shape[-2:]
         crop_h, crop_w = height // multiple * multiple, width // multiple * multiple
         if not crop_h or not crop_w:
             raise ValueError(f"{item['lq_path']}: a {width}×{height} frame has no {multiple}×{multiple} region to "
                              f'keep (crop_to_multiple: {multiple}); lower crop_to_multiple or remove it')
-        scale = self.opt.get('scale', 1)
-        item['lq'] = item['lq'][..., :crop_h, :crop_w]
-        item['gt'] = item['gt'][..., :crop_h * scale, :crop_w * scale]
+        for name in ('lq', 'gt', *self.extras):
+            item[name] = item[name][..., :crop_h, :crop_w]
 
     def __getitem__(self, index):
-        """`PairedImageDataset.__getitem__` with strict decoding and checked sizes, then the crop to a multiple,
-        noise and normalisation."""
-        gt_path, lq_path = self.paths[index]['gt_path'], self.paths[index]['lq_path']
-        img_gt, img_lq = self._read(gt_path, 'gt'), self._read(lq_path, 'lq')
-        if img_gt.shape[:2] != img_lq.shape[:2]:
-            raise ImageDataError(f'{lq_path}: size {img_lq.shape[1]}×{img_lq.shape[0]} differs from its ground truth '
-                                 f'{gt_path} ({img_gt.shape[1]}×{img_gt.shape[0]})')
-        if self.opt['phase'] == 'train':
-            img_gt, img_lq = paired_random_crop(img_gt, img_lq, self.opt['gt_size'], 1, gt_path)
-            img_gt, img_lq = augment([img_gt, img_lq], self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
-        if self.opt.get('color') == 'y':
-            img_gt = bgr2ycbcr(img_gt, y_only=True)[..., None]
-            img_lq = bgr2ycbcr(img_lq, y_only=True)[..., None]
-        img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
-        item = {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path}
+        """Strictly decoded frames with checked sizes (and the extras and true kernel when configured), cropped and
+        augmented together, then the crop to a multiple, noise and normalisation."""
+        item = self._read_item(index)
         if self.crop_to_multiple is not None:
             self._crop_top_left(item)
         if self.lq_noise is not None:
@@ -229,3 +269,46 @@ class LOLBlurDataset(PairedImageDataset):
             normalize(item['gt'], self.norm_mean, self.norm_std, inplace=True)
         item['key'] = self.paths[index]['key']
         return item
+
+    def _read_item(self, index):
+        """`PairedImageDataset.__getitem__` with strict decoding and checked sizes, plus the extra images cropped
+        and augmented like gt and the true kernel flipped and transposed like the images. The random draws are
+        those of lq/gt alone, so extras never change the lq/gt crops."""
+        paths = self.paths[index]
+        names = ['gt', *self.extras]
+        images = [self._read(paths[f'{name}_path'], name) for name in names]
+        lq = self._read(paths['lq_path'], 'lq')
+        for name, image in zip(names, images):
+            if image.shape[:2] != lq.shape[:2]:
+                raise ImageDataError(f"{paths['lq_path']}: size {lq.shape[1]}×{lq.shape[0]} differs from its {name} "
+                                     f"{paths[f'{name}_path']} ({image.shape[1]}×{image.shape[0]})")
+        kernel = self._kernel(index) if self.kernel_paths else None
+        if self.opt['phase'] == 'train':
+            images, lq = paired_random_crop(images, lq, self.opt['gt_size'], 1, paths['gt_path'])
+            images = images if isinstance(images, list) else [images]
+            augmented, (hflip, vflip, rot90) = augment([*images, lq], self.opt.get('use_hflip', False),
+                                                       self.opt.get('use_rot', False), return_status=True)
+            *images, lq = augmented
+            if kernel is not None:
+                # blur(T(sharp), T(k)) = T(blur(sharp, k)) for these T, with an odd kernel centred on its grid.
+                kernel = kernel[:, ::-1] if hflip else kernel
+                kernel = kernel[::-1] if vflip else kernel
+                kernel = kernel.T if rot90 else kernel
+        if self.opt.get('color') == 'y':  # extras are refused with color: y (`_init_extras`)
+            images = [bgr2ycbcr(image, y_only=True)[..., None] for image in images]
+            lq = bgr2ycbcr(lq, y_only=True)[..., None]
+        tensors = img2tensor([*images, lq], bgr2rgb=True, float32=True)
+        item = dict(zip(names, tensors[:-1]), lq=tensors[-1], lq_path=paths['lq_path'], gt_path=paths['gt_path'])
+        if kernel is not None:
+            item['kernel'] = torch.from_numpy(np.ascontiguousarray(kernel, np.float32))[None]
+        return item
+
+    def _kernel(self, index):
+        path = self.kernel_paths[index]
+        kernel = np.load(path)
+        k = kernel.shape[0]
+        if kernel.ndim != 2 or kernel.shape[1] != k or k % 2 == 0 or k > self.kernel_size:
+            raise ValueError(f'{path}: a kernel of shape {kernel.shape}; expected an odd square kernel of at most '
+                             f'kernel_size = {self.kernel_size} (raise kernel_size)')
+        before = self.kernel_size // 2 - k // 2
+        return np.pad(kernel, before)

@@ -1,4 +1,6 @@
-"""JUDE's training loss (MAE + FFT), registered in BasicSR's LOSS_REGISTRY."""
+"""JUDE's training losses, registered in BasicSR's LOSS_REGISTRY: the paper's (MAE + FFT) and the kernel
+estimator's (re-blur, translation-tolerant kernel error)."""
 from .jude_loss import FFTLoss, JUDELoss
+from .physics_loss import KernelLoss, ReblurLoss
 
-__all__ = ['FFTLoss', 'JUDELoss']
+__all__ = ['FFTLoss', 'JUDELoss', 'KernelLoss', 'ReblurLoss']

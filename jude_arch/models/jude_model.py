@@ -16,11 +16,19 @@ YAML knobs (all optional):
       ema_decay: 0.999         # SRModel's EMA, buffers copied too
       max_nonfinite_steps: 10  # a step whose loss or gradient norm is not finite updates nothing (weights,
                                # EMA, BatchNorm statistics); this many in a row stop training with an error
+      # Auxiliary losses on JUDE's physics, all off by default (the paper trains on the output only):
+      sharp_opt: ~             # e.g. {type: L1Loss, loss_weight: 0.5}: I_K against `low_sharp`
+      kernel_opt: ~            # e.g. {type: KernelLoss, loss_weight: 0.05}: k̂ against the true kernel
+      reblur_opt: ~            # e.g. {type: ReblurLoss, light: linear}: blur(low_sharp, k̂) against the blur
+      reflectance_opt: ~       # e.g. {type: L1Loss, loss_weight: 0.5}: R_K against the ground truth
     val:
       precision: fp32          # autocast for validation / testing (also auto)
       tile: ~                  # {size: 512, overlap: 64}: tiled validation, seamless blending (jude_arch.tiling);
                                # overlap defaults to two kernel widths
       tb_images: 3             # first N validation images shown in TensorBoard
+      physics: {light: linear, max_shift: 4}   # metrics of the physics when the data has low_sharp, low_blur
+                               # or kernel (`physics: false`: off): reblur_psnr, kernel_similarity,
+                               # kernel_entropy, i_k_psnr (see jude_arch.physics)
     protocol: ~                # testing: a free-form description of the evaluation protocol, written with the
                                # metric values to results/<name>/metrics_<dataset>.json
 
@@ -40,6 +48,7 @@ from contextlib import nullcontext
 from os import path as osp
 
 import torch
+from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.lr_scheduler import CosineAnnealingRestartLR
 from basicsr.models.sr_model import SRModel
@@ -49,6 +58,7 @@ from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
+from .. import physics
 from ..archs import JUDE
 from ..metrics.metric_input import FLOAT_KEYS
 from ..precision import PRECISIONS, auto_precision
@@ -64,6 +74,10 @@ _DIVERGED_HINT = ('Set train.grad_clip (or train in fp32) and resume with --auto
 # Longest side of a TensorBoard strip; larger validation frames are shrunk for display only.
 TB_MAX_WIDTH = 2048
 TB_KERNEL_ZOOM = 4
+# Items a dataset may add for the physics losses and metrics (LOLBlurDataset's extras, ShakeBlurDataset).
+PHYSICS_KEYS = ('low_sharp', 'low_blur', 'kernel')
+PHYSICS_LOSSES = ('sharp_opt', 'kernel_opt', 'reblur_opt', 'reflectance_opt')
+PHYSICS_DEFAULTS = {'light': 'linear', 'max_shift': 4}
 
 
 def _plain(value):
@@ -192,6 +206,12 @@ class JUDEModel(SRModel):
         if not train_opt.get('pixel_opt') and not train_opt.get('perceptual_opt'):
             train_opt['pixel_opt'] = dict(DEFAULT_LOSS)
             get_root_logger().info(f'No loss given: using the paper\'s loss {DEFAULT_LOSS}.')
+        self._init_precision_and_clipping(train_opt)
+        super().init_training_settings()
+        self._init_physics_losses(train_opt)
+        self._check_schedule('the YAML')
+
+    def _init_precision_and_clipping(self, train_opt):
         self.precision = _check_precision('train.precision', train_opt.get('precision', 'fp32'), self.device)
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
         clip = train_opt.get('grad_clip')
@@ -203,8 +223,6 @@ class JUDEModel(SRModel):
             raise ValueError(f'train.max_nonfinite_steps must be at least 1, got {self.max_nonfinite_steps}')
         self.nonfinite_streak, self.nonfinite_iters, self._scaler_skipped = 0, [], False
         self.batch_keys = []
-        super().init_training_settings()
-        self._check_schedule('the YAML')
 
     def _check_schedule(self, source):
         """BasicSR's cosine schedule crashes once the iteration passes sum(periods): say so before training."""
@@ -227,7 +245,7 @@ class JUDEModel(SRModel):
         buffers = list(self.get_bare_model(self.net_g).buffers())
         saved_buffers = [b.detach().clone() for b in buffers]
         with self._autocast(self.precision):
-            self.output = self.net_g(self.lq)
+            self.output = self._training_forward()
         output = self.output.float()  # losses in float32 (JUDELoss keeps its FFT in float32 anyway)
 
         l_total = 0
@@ -242,6 +260,8 @@ class JUDEModel(SRModel):
                 if value is not None:
                     l_total += value
                     loss_dict[name] = value
+        if self.uses_intermediates:
+            l_total += self._physics_losses(loss_dict)
 
         # Backward on every rank whatever the loss: DDP's gradient all-reduce must run everywhere.
         self.grad_scaler.scale(l_total).backward()
@@ -336,6 +356,7 @@ class JUDEModel(SRModel):
             return self._tiled(net, x, tile), None
         if with_kernel and isinstance(self.get_bare_model(net), JUDE):
             out = net(x, return_intermediates=True)
+            self.sharp_estimate = out['I'][-1]  # I_K, for the physics metrics
             return out['output'], out['kernel']
         return net(x), None
 
@@ -345,6 +366,7 @@ class JUDEModel(SRModel):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
+        self.sharp_estimate = None
         with torch.inference_mode(), self._autocast(self.val_precision):
             output, self.kernel = self._restore(net, self.lq, with_kernel)
             # Checked before clamping: clamped (or cast to 8 bits) a NaN output becomes a plausible black image.
@@ -358,19 +380,22 @@ class JUDEModel(SRModel):
         dataset_name = dataloader.dataset.opt['name']
         val_opt = self.opt['val']
         metrics = val_opt.get('metrics') or {}
+        self.metric_results = {name: 0 for name in metrics}
         if metrics:
             self._prepare_metrics(metrics)
             self._initialize_best_metric_results(dataset_name)
-            self.metric_results = {name: 0 for name in metrics}
         sizes = {}
         tb_images = val_opt.get('tb_images', 3) if tb_logger else 0
+        physics_opt = self._physics_options()
+        physics_scores = {}
         pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
 
         count = 0
         for idx, val_data in enumerate(dataloader):
             name = image_name(val_data)
             self.feed_data(val_data)
-            self.test(with_kernel=idx < tb_images)
+            with_physics = physics_opt is not None and bool(self.physics_data)
+            self.test(with_kernel=idx < tb_images or with_physics)
             result = tensor2img(self.output)
             size = tuple(self.output.shape[-2:])
             sizes[size] = sizes.get(size, 0) + 1
@@ -388,7 +413,11 @@ class JUDEModel(SRModel):
             for metric, metric_opt in metrics.items():
                 data = {k: v for k, v in metric_data.items() if k not in FLOAT_KEYS or _metric_accepts(metric_opt, k)}
                 self.metric_results[metric] += calculate_metric(data, metric_opt) if self.output_finite else float('nan')
-            self.lq = self.output = self.output_unclamped = self.kernel = None
+            if with_physics:
+                for metric, values in self._physics_scores(physics_opt).items():
+                    physics_scores.setdefault(metric, []).extend(values.tolist())
+            self.lq = self.output = self.output_unclamped = self.kernel = self.sharp_estimate = None
+            self.physics_data = {}
             if 'gt' in val_data:
                 del self.gt
             count += 1
@@ -402,6 +431,9 @@ class JUDEModel(SRModel):
             for metric in self.metric_results:
                 self.metric_results[metric] /= count
                 self._update_best_metric_result(dataset_name, metric, self.metric_results[metric], current_iter)
+        if physics_scores:
+            self._record_metrics(dataset_name, physics_scores, current_iter)
+        if (metrics and count) or physics_scores:
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
         if not self.opt['is_train']:
             self._write_protocol_summary(dataloader.dataset, count, sizes)
@@ -468,6 +500,98 @@ class JUDEModel(SRModel):
             image = torch.cat(list(kernels), dim=1)[None]
             image = image.repeat_interleave(TB_KERNEL_ZOOM, 1).repeat_interleave(TB_KERNEL_ZOOM, 2)
             tb_logger.add_image(f'{tag}/kernel', image, current_iter)
+
+    # ---- physics: auxiliary losses and metrics (optional) ----------------------------------------------------
+    def feed_data(self, data):
+        """SRModel's lq / gt, plus what the physics losses and metrics use: `PHYSICS_KEYS` found in the data."""
+        super().feed_data(data)
+        self.physics_data = {key: data[key].to(self.device) for key in PHYSICS_KEYS if key in data}
+
+    def _init_physics_losses(self, train_opt):
+        """Build the auxiliary losses given in the YAML (`PHYSICS_LOSSES`); none by default."""
+        built = {key: build_loss(train_opt[key]).to(self.device) for key in PHYSICS_LOSSES if train_opt.get(key)}
+        self.cri_sharp, self.cri_kernel, self.cri_reblur, self.cri_reflectance = (built.get(key)
+                                                                                   for key in PHYSICS_LOSSES)
+        self.uses_intermediates = bool(built)
+        if built and not isinstance(self.get_bare_model(self.net_g), JUDE):
+            raise ValueError(f'train.{", ".join(built)}: these losses need JUDE\'s intermediates (I_K, the kernel), '
+                             f'but network_g is {self.opt["network_g"]["type"]}; remove them')
+
+    def _training_forward(self):
+        """The network's output; with auxiliary losses, the intermediates are kept for `_physics_losses`."""
+        if not self.uses_intermediates:
+            return self.net_g(self.lq)
+        self.train_intermediates = self.net_g(self.lq, return_intermediates=True)
+        return self.train_intermediates['output']
+
+    def _physics_data(self, key, loss):
+        if key not in self.physics_data:
+            raise ValueError(f"train.{loss} needs '{key}' in the training data: give LOLBlurDataset "
+                             f'dataroot_{key} (or train on ShakeBlurDataset), or remove train.{loss}')
+        return self.physics_data[key]
+
+    def _physics_losses(self, loss_dict):
+        """The auxiliary losses of this step, added to loss_dict; returns their sum."""
+        out, self.train_intermediates = self.train_intermediates, None
+        kernel = out['kernel']
+        if (self.cri_kernel or self.cri_reblur) and kernel.shape[1] != 1:
+            raise ValueError(f'train.kernel_opt / reblur_opt compare one kernel per image; this JUDE estimates '
+                             f'{kernel.shape[1]} basis kernels (num_kernels); remove them')
+        total = 0
+        if self.cri_sharp:
+            loss_dict['l_sharp'] = self.cri_sharp(out['I'][-1].float(), self._physics_data('low_sharp', 'sharp_opt'))
+            total += loss_dict['l_sharp']
+        if self.cri_kernel:
+            loss_dict['l_kernel'] = self.cri_kernel(kernel, self._physics_data('kernel', 'kernel_opt'))
+            total += loss_dict['l_kernel']
+        if self.cri_reblur:
+            # The noise-free blur where the data has it, else the noisy input itself.
+            blurred = self.physics_data.get('low_blur', self.lq)
+            loss_dict['l_reblur'] = self.cri_reblur(kernel, self._physics_data('low_sharp', 'reblur_opt'), blurred)
+            total += loss_dict['l_reblur']
+        if self.cri_reflectance:
+            # I = L ⊙ R: with R the scene's reflectance (the normal-light image), L is the illumination I / R.
+            loss_dict['l_reflectance'] = self.cri_reflectance(out['R'][-1].float(), self.gt)
+            total += loss_dict['l_reflectance']
+        return total
+
+    def _physics_options(self):
+        """`val.physics` with its defaults, or None when switched off."""
+        options = (self.opt.get('val') or {}).get('physics', True)
+        if options is False or options is None:
+            return None
+        options = {} if options is True else dict(options)
+        unknown = set(options) - set(PHYSICS_DEFAULTS)
+        if unknown:
+            raise ValueError(f'val.physics: unknown option(s) {sorted(unknown)}; known: {sorted(PHYSICS_DEFAULTS)}')
+        return {**PHYSICS_DEFAULTS, **options}
+
+    def _physics_scores(self, options):
+        """Per-image physics metrics of the last `test` (JUDE, untiled), for what the data allows:
+        kernel_entropy always, reblur_psnr with low_sharp and low_blur, kernel_similarity with the true kernel,
+        i_k_psnr with low_sharp. Every value is a tensor of N scores."""
+        if self.kernel is None or self.kernel.shape[1] != 1:
+            return {}  # tiled (one kernel per tile) or several basis kernels: no single kernel to score
+        kernel, data, scores = self.kernel.float(), self.physics_data, {}
+        scores['kernel_entropy'] = physics.kernel_entropy(kernel)[:, 0]
+        if 'low_sharp' in data and 'low_blur' in data:
+            scores['reblur_psnr'] = physics.reblur_psnr(data['low_sharp'], kernel, data['low_blur'], options['light'])
+        if 'kernel' in data:
+            scores['kernel_similarity'] = physics.kernel_similarity(kernel, data['kernel'], options['max_shift'])
+        if 'low_sharp' in data and self.sharp_estimate is not None:
+            scores['i_k_psnr'] = physics.psnr_8bit(self.sharp_estimate.float(), data['low_sharp'])
+        return scores
+
+    def _record_metrics(self, dataset_name, scores, current_iter):
+        """Average per-image scores into metric_results and keep their best values (logged like val.metrics)."""
+        if not hasattr(self, 'best_metric_results'):
+            self.best_metric_results = {}
+        record = self.best_metric_results.setdefault(dataset_name, {})
+        for metric, values in scores.items():
+            better = 'lower' if metric == 'kernel_entropy' else 'higher'
+            record.setdefault(metric, dict(better=better, val=float('-inf' if better == 'higher' else 'inf'), iter=-1))
+            self.metric_results[metric] = sum(values) / len(values)
+            self._update_best_metric_result(dataset_name, metric, self.metric_results[metric], current_iter)
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def network_options(self, net_label='net_g'):

@@ -1,0 +1,37 @@
+"""JUDE's kernel estimator as a network of its own, for pretraining it before JUDE (phase 0)."""
+import torch.nn as nn
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from .jude_arch import PRESETS
+from .kernel_estimator import KernelEstimator
+
+
+@ARCH_REGISTRY.register()
+class JUDEKernelNet(nn.Module):
+    """The `KernelEstimator` of a JUDE network, alone. Its weights are named as inside JUDE
+    (`kernel_estimator.*`), so a checkpoint of it loads into JUDE with `strict_load_g: false`.
+
+    Args:
+        preset (str): the JUDE preset whose estimator this is: 'full' or 'small'.
+        kernel_size (int | None): side k of the kernels; None: the preset's.
+        num_kernels (int | None): basis kernels B; None: the preset's.
+        kernel_width (int | None): the estimator's base width; None: the preset's.
+
+    Returns (forward):
+        tuple: kernels N×B×k×k and the weight map N×B×H×W or None (`KernelEstimator`).
+    """
+
+    def __init__(self, preset='full', kernel_size=None, num_kernels=None, kernel_width=None):
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f'JUDEKernelNet: unknown preset {preset!r}; choose one of {sorted(PRESETS)}')
+        given = dict(kernel_size=kernel_size, num_kernels=num_kernels, kernel_width=kernel_width)
+        self.config = {key: PRESETS[preset][key] if value is None else value for key, value in given.items()}
+        for key, value in self.config.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'JUDEKernelNet: {key} must be a positive integer, got {value!r}')
+        self.kernel_estimator = KernelEstimator(self.config['kernel_size'], self.config['num_kernels'],
+                                                self.config['kernel_width'])
+
+    def forward(self, x):
+        return self.kernel_estimator(x)
