@@ -20,11 +20,11 @@ TRAIN_KEYS = ('total_iter', 'warmup_iter', 'ema_decay', 'pixel_opt', 'perceptual
               'reflectance_opt')
 # BasicSR's (train.py, test.py, models/sr_model.py), then JUDEModel's.
 VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'suffix', 'pbar', 'precision', 'tile', 'tb_images', 'physics')
-# LOLBlurDataset's (PairedImageDataset's plus lq_noise, crop_to_multiple and the physics extras; `phase` and `scale` are filled in by
-# BasicSR), then those of BasicSR's data loader (basicsr/data/__init__.py, basicsr/train.py).
+# LOLBlurDataset's (PairedImageDataset's plus lq_noise, crop_to_multiple and the physics extras; `phase` and
+# `scale` are filled in by BasicSR), then those of BasicSR's data loader (basicsr/data/__init__.py, basicsr/train.py).
 DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'dataroot_lq', 'io_backend', 'gt_size', 'use_hflip',
-                'use_rot', 'color', 'mean', 'std', 'lq_noise', 'crop_to_multiple', 'dataroot_low_sharp', 'dataroot_low_blur', 'dataroot_kernel', 'kernel_size',
-                'meta_info_file', 'filename_tmpl',
+                'use_rot', 'color', 'mean', 'std', 'lq_noise', 'crop_to_multiple', 'dataroot_low_sharp',
+                'dataroot_low_blur', 'dataroot_kernel', 'kernel_size', 'meta_info_file', 'filename_tmpl',
                 'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory',
                 'persistent_workers', 'num_prefetch_queue')
 
