@@ -9,20 +9,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from conftest import load_photo, png_declaring
 
 from jude_arch import app, inference
-from jude_arch.archs import JUDE
 from jude_arch.inference import build_parser as cli_parser
 from jude_arch.inference import main as cli_main
 from jude_arch.photo_io import read_photo
+from training_helpers import save_small_checkpoint
 
 CHROMIUM, CHROMEDRIVER = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
 START_TIMEOUT_S = 240
@@ -53,12 +51,7 @@ def _free_port():
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     """A small JUDE with random weights, saved as training saves it."""
-    torch.manual_seed(0)
-    net = JUDE(preset='small')
-    state = OrderedDict((k, v.clone()) for k, v in net.state_dict().items())
-    path = tmp_path_factory.mktemp('model') / 'net_g_latest.pth'
-    torch.save({'params': state, 'network_g': {'type': 'JUDE', **net.config}}, path)
-    return path
+    return save_small_checkpoint(tmp_path_factory.mktemp('model') / 'net_g_latest.pth')
 
 
 @pytest.fixture(scope='module')

@@ -2,7 +2,6 @@
 import logging
 import subprocess
 import sys
-from collections import OrderedDict
 
 import cv2
 import numpy as np
@@ -11,9 +10,9 @@ import torch
 from conftest import load_photo, png_declaring
 from PIL import Image
 
-from jude_arch.archs import JUDE
 from jude_arch.inference import main
 from jude_arch.photo_io import read_photo
+from training_helpers import save_small_checkpoint
 
 EXIF_ORIENTATION = 0x0112
 
@@ -21,12 +20,7 @@ EXIF_ORIENTATION = 0x0112
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     """A checkpoint as training writes it: BasicSR's save_network dict plus 'network_g'."""
-    torch.manual_seed(0)
-    net = JUDE(preset='small')
-    state = OrderedDict((k, v.clone()) for k, v in net.state_dict().items())
-    path = tmp_path_factory.mktemp('model') / 'net_g_latest.pth'
-    torch.save({'params': state, 'params_ema': state, 'network_g': {'type': 'JUDE', **net.config}}, path)
-    return path
+    return save_small_checkpoint(tmp_path_factory.mktemp('model') / 'net_g_latest.pth', params_ema=True)
 
 
 @pytest.fixture(scope='module')

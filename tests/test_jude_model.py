@@ -7,7 +7,7 @@ from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 
 from jude_arch.models.jude_model import image_name
-from training_helpers import TINY_NET, make_model, tiny_lolblur, train_batch
+from training_helpers import TINY_NET, FakeTensorBoard, make_model, tiny_lolblur, train_batch
 
 
 @pytest.fixture(scope='module')
@@ -104,17 +104,6 @@ def test_default_loss_is_the_papers(data, tmp_path):
 def test_image_names_carry_the_video():
     assert image_name({'key': ['0003_0001'], 'lq_path': ['x/0003/0001.png']}) == '0003_0001'
     assert image_name({'lq_path': ['lmdb_key_0007']}) == 'lmdb_key_0007'
-
-
-class FakeTensorBoard:
-    def __init__(self):
-        self.images, self.scalars = {}, {}
-
-    def add_image(self, tag, image, step):
-        self.images[tag] = image
-
-    def add_scalar(self, tag, value, step):
-        self.scalars[tag] = value
 
 
 @pytest.fixture(scope='module')

@@ -13,7 +13,7 @@ from basicsr.utils.options import parse_options
 
 from jude_arch.archs import JUDE
 from jude_arch.losses import JUDELoss
-from training_helpers import TINY_NET, tiny_lolblur, tiny_options
+from training_helpers import TINY_NET, FakeTensorBoard, tiny_lolblur, tiny_options
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 ESTIMATOR_NET = {'type': 'JUDEKernelNet', 'preset': 'small', 'kernel_size': TINY_NET['kernel_size'],
@@ -161,17 +161,6 @@ def test_physics_losses_without_their_data_are_clear_errors(data, tmp_path, key,
     model.feed_data(batch(opt))
     with pytest.raises(ValueError, match=f"train.{key} needs '{missing}' in the training data"):
         model.optimize_parameters(1)
-
-
-class FakeTensorBoard:
-    def __init__(self):
-        self.images, self.scalars = {}, {}
-
-    def add_image(self, tag, image, step):
-        self.images[tag] = image
-
-    def add_scalar(self, tag, value, step):
-        self.scalars[tag] = value
 
 
 @pytest.mark.parametrize('physics', [None, False])

@@ -203,7 +203,7 @@ def test_cli_converts_once_and_never_overwrites(released_file, converted, tmp_pa
     assert missing.value.code == 1 and 'missing.pth: no such checkpoint file' in capsys.readouterr().err
     with pytest.raises(SystemExit) as not_released:
         released_main([str(out), str(tmp_path / 'x.pth')])  # already converted
-    assert "not the authors' released JUDE checkpoint" in capsys.readouterr().err
+    assert not_released.value.code == 1 and "not the authors' released JUDE checkpoint" in capsys.readouterr().err
     assert not (tmp_path / 'x.pth').exists()
 
 

@@ -142,3 +142,34 @@ def run(command, cwd, timeout=300, env=None):
 def train_log(experiments, name):
     """Text of all training logs of experiment `name` (one per run, oldest first)."""
     return '\n'.join(p.read_text() for p in sorted((Path(experiments) / name).glob(f'train_{name}_*.log')))
+
+
+class FakeTensorBoard:
+    """Records what a model logs to TensorBoard."""
+
+    def __init__(self):
+        self.images, self.scalars = {}, {}
+
+    def add_image(self, tag, image, step):
+        self.images[tag] = image
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = value
+
+
+def save_small_checkpoint(path, **extra):
+    """A small JUDE with random weights (seed 0) saved as training saves it: 'params' and 'network_g', plus
+    `extra` entries (e.g. params_ema=True to store the same weights as EMA)."""
+    import torch
+    from collections import OrderedDict
+
+    from jude_arch.archs import JUDE
+
+    torch.manual_seed(0)
+    net = JUDE(preset='small')
+    state = OrderedDict((k, v.clone()) for k, v in net.state_dict().items())
+    saved = {'params': state, 'network_g': {'type': 'JUDE', **net.config}}
+    if extra.pop('params_ema', False):
+        saved['params_ema'] = state
+    torch.save({**saved, **extra}, path)
+    return path

@@ -234,8 +234,10 @@ class JUDEModel(SRModel):
                                  'make the periods add up to at least total_iter')
 
     def feed_data(self, data):
+        """SRModel's lq / gt, plus what the physics losses and metrics use (`PHYSICS_KEYS` found in the data),
+        and the batch's keys, named in the warning of a skipped step so that a bad sample can be found."""
         super().feed_data(data)
-        # Named in the warning of a skipped step, so a bad sample can be found.
+        self.physics_data = {key: data[key].to(self.device) for key in PHYSICS_KEYS if key in data}
         names = data.get('key', data.get('lq_path'))
         self.batch_keys = [names] if isinstance(names, str) else list(names or [])
 
@@ -502,11 +504,6 @@ class JUDEModel(SRModel):
             tb_logger.add_image(f'{tag}/kernel', image, current_iter)
 
     # ---- physics: auxiliary losses and metrics (optional) ----------------------------------------------------
-    def feed_data(self, data):
-        """SRModel's lq / gt, plus what the physics losses and metrics use: `PHYSICS_KEYS` found in the data."""
-        super().feed_data(data)
-        self.physics_data = {key: data[key].to(self.device) for key in PHYSICS_KEYS if key in data}
-
     def _init_physics_losses(self, train_opt):
         """Build the auxiliary losses given in the YAML (`PHYSICS_LOSSES`); none by default."""
         built = {key: build_loss(train_opt[key]).to(self.device) for key in PHYSICS_LOSSES if train_opt.get(key)}
