@@ -316,6 +316,7 @@ def _upload_and_restore(driver, paths, expected, timeout=180):
 
 def test_the_page_works_offline_shows_messages_and_results(server, browser, photos, checkpoint, tmp_path, caplog):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
     browser.get(server.url)
     status = _upload_and_restore(browser, [photos / 'notes.png', photos / 'huge.png'], 'huge.png')
     for name in ('notes.png', 'huge.png'):
@@ -324,8 +325,11 @@ def test_the_page_works_offline_shows_messages_and_results(server, browser, phot
     browser.get(server.url)  # a fresh page: the server serves the next request
     status = _upload_and_restore(browser, [photos / 'night.jpg'], 'Restored')
     assert 'night.jpg (160×96' in status
-    compare = browser.find_elements(By.CSS_SELECTOR, '#compare img')
-    assert len(compare) >= 2 and all(img.get_attribute('naturalWidth') == '160' for img in compare[:2])
+    def compared_at_full_size(driver):  # the status can show before the pictures have loaded
+        compare = driver.find_elements(By.CSS_SELECTOR, '#compare img')
+        return len(compare) >= 2 and all(img.get_attribute('naturalWidth') == '160' for img in compare[:2])
+
+    WebDriverWait(browser, 60).until(compared_at_full_size)
     assert 'night_jude.jpg' in browser.find_element(By.ID, 'downloads').text.replace('\n', '')  # name, extension
     assert len(browser.find_elements(By.CSS_SELECTOR, '#stages img')) >= 4
     assert 'λ1' in browser.find_element(By.ID, 'hyperparameters').text
