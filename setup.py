@@ -85,11 +85,14 @@ setup(
         'setuptools; python_version >= "3.12"',
     ],
     extras_require={
-        'test': ['pytest>=7', 'pytest-timeout', 'selenium>=4.11'],  # selenium drives Chromium in the app's page test
+        'test': ['pytest>=7', 'pytest-timeout'],
         # No-reference metrics (MUSIQ, NIQE, LIQE, ...) through calculate_pyiqa; pyiqa is non-commercial only.
         'iqa': ['pyiqa'],
         # The web app (jude-app, jude-restore --web); Gradio 6 takes the theme in launch().
         'app': ['gradio>=6.0'],
+        # The web app's page test: selenium drives the system's Chromium (kept out of [test], which the GPU
+        # wheelhouse carries, so that GPU machines need no browser tooling).
+        'app-test': ['selenium>=4.11'],
     },
     entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main', 'jude-app=jude_arch.app:main']},
     classifiers=[

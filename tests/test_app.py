@@ -279,7 +279,7 @@ def browser():
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip(f'needs Debian\'s chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): '
                     'apt-get install chromium chromium-driver')
-    webdriver = pytest.importorskip('selenium.webdriver', reason='needs selenium (the [test] extra)')
+    webdriver = pytest.importorskip('selenium.webdriver', reason='needs selenium (the [app-test] extra)')
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--window-size=1400,1900',
