@@ -7,7 +7,7 @@ on `sys.meta_path`, so programs that never import basicsr pay one string compari
 import. When `basicsr` is imported, the finder steps aside, finds basicsr's real module spec and wraps its
 loader:
 
-1. before basicsr's code runs: the torchvision shim (`apply_import_shims`, the one BASICSR_NOTES shim that
+1. before basicsr's code runs: the torchvision shim (`apply_import_shims`, the one shim of docs/basicsr_plugin.md that
    must precede `import basicsr`);
 2. basicsr's own import, unchanged;
 3. after it: `import jude_arch`, which registers JUDE's archs, models, losses and datasets and applies the

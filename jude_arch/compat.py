@@ -1,4 +1,4 @@
-"""Shims that let BasicSR 1.4.2 run on today's torch and on machines without CUDA (BASICSR_NOTES).
+"""Shims that let BasicSR 1.4.2 run on today's torch and on machines without CUDA (docs/basicsr_plugin.md).
 
 `apply_import_shims` must run before anything imports basicsr; `jude_arch/__init__.py` calls it first (and the
 import hook of `jude_arch/basicsr_hook.py` does when basicsr is imported on its own). `apply_runtime_shims`
@@ -173,7 +173,7 @@ def _checked(parse_options):
 
 
 def apply_runtime_shims():
-    """Patch BasicSR's distributed init and resume loader (BASICSR_NOTES shims 2 and 3), its options loading
+    """Patch BasicSR's distributed init and resume loader (docs/basicsr_plugin.md), its options loading
     (safe YAML, then the typo check) in basicsr.train and basicsr.test, and its network loader (`weights_only=True`
     on every torch version, and the authors' released checkpoint understood)."""
     import basicsr.test

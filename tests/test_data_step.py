@@ -1,4 +1,4 @@
-"""The FFT data step (JUDE_SPEC §3 step 6, §4): exact algebra and physical deblurring."""
+"""The FFT data step (docs/algorithm.md): exact algebra and physical deblurring."""
 import numpy as np
 import pytest
 import torch
@@ -113,7 +113,7 @@ def real_border_pairs():
 
 
 def test_default_boundary_deblurs_a_photo_including_its_border(real_border_pairs):
-    """JUDE_SPEC §4: a noiseless photo must gain ≥ 5 dB, and ≥ 3 dB on the border band, from one data step."""
+    """A noiseless photo must gain ≥ 5 dB, and ≥ 3 dB on the border band, from one data step."""
     for sharp, blurred, kernel in real_border_pairs:
         restored = solve_i_update(blurred, blurred, torch.zeros_like(blurred), kernel, torch.ones(1, dtype=blurred.dtype),
                                   torch.full((1, ), 0.002, dtype=blurred.dtype))  # the default boundary

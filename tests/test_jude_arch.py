@@ -1,4 +1,4 @@
-"""The JUDE network (JUDE_SPEC §3, §5, §6): registry, algebra of the unrolling, shapes, gradients, sizes."""
+"""The JUDE network: registry, algebra of the unrolling, shapes, gradients, sizes."""
 import re
 from pathlib import Path
 

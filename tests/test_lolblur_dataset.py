@@ -154,7 +154,7 @@ def test_noise_mix_follows_the_probabilities(lolblur, monkeypatch):
 
     for name in ('random_add_poisson_noise_pt', 'random_add_gaussian_noise_pt'):
         monkeypatch.setattr(lolblur_dataset, name, counted(name))
-    draws = noise_draws(lolblur, n=300)  # JUDE_SPEC §7 defaults
+    draws = noise_draws(lolblur, n=300)  # the released code's defaults
     assert 0.4 < calls.count('random_add_poisson_noise_pt') / len(calls) < 0.6  # poisson_prob 0.5
     grey = [torch.allclose((n - c)[0], (n - c)[1], atol=1e-6) for c, n, _, _ in draws]  # clipping aside
     assert 0.2 < np.mean(grey) < 0.4  # gray_prob 0.3

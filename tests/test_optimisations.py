@@ -1,4 +1,4 @@
-"""JUDE's speed and memory options change nothing but speed and memory (issue 5).
+"""JUDE's speed and memory options change nothing but speed and memory.
 
 Each switch is compared with the plain path in fp32 within 1e-5: channels_last on/off, gradient
 checkpointing on/off, the skipped dead last-stage updates (return_intermediates=False vs True), the
@@ -211,7 +211,7 @@ STEP = textwrap.dedent('''
 
 
 def test_checkpointing_cuts_full_preset_training_memory(tmp_path):
-    """Issue 5, criterion 2: full preset, CPU, 256×256, batch 2: ≥ 40% less peak memory, same loss and grads.
+    """Full preset, CPU, 256×256, batch 2: ≥ 40% less peak memory, same loss and grads.
 
     One training step per mode, each in its own process so that its peak resident memory is its own.
     """

@@ -17,7 +17,7 @@ from jude_arch.option_check import OptionError, check_options
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 PAIRS = 10_200  # LOL-Blur training pairs
-# phase: (crop, total batch, lr, epochs) from the paper (JUDE_SPEC §7)
+# phase: (crop, total batch, lr, epochs) from the paper (§4.1)
 PHASES = {1: (256, 12, 1e-4, 300), 2: (384, 8, 5e-5, 100), 3: (512, 4, 2.5e-5, 100)}
 
 

@@ -1,4 +1,4 @@
-"""LOL-Blur → BasicSR LMDB packing: contents, keys, validation, atomic writes, the CLI (issue 3, criterion 8)."""
+"""LOL-Blur → BasicSR LMDB packing: contents, keys, validation, atomic writes, the CLI."""
 import importlib.util
 import os
 import signal

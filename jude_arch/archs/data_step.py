@@ -1,4 +1,4 @@
-"""The parameter-free FFT data step of JUDE: the closed-form I-update (JUDE_SPEC §3 step 6, §4).
+"""The parameter-free FFT data step of JUDE: the closed-form I-update (docs/algorithm.md).
 
 It solves  min_I  λ1/2 ‖H ⊗ I − X‖² + λ5/2 ‖I − Z‖² + ⟨Δ, I − Z⟩  exactly:
 
@@ -191,7 +191,7 @@ class FFTDataStep:
             self.fx = torch.fft.rfft2(X).unsqueeze(1)  # F(X), zero outside the frame
 
     def solve(self, Z, delta, lam1, lam5):
-        """Return the I that minimises the data term plus the coupling to Z (JUDE_SPEC §3 step 6).
+        """Return the I that minimises the data term plus the coupling to Z (docs/algorithm.md, step 6).
 
         Args:
             Z (Tensor): N×C×H×W current estimate of the sharp image from the prior.
@@ -250,7 +250,7 @@ class FFTDataStep:
 
 
 def solve_i_update(X, Z, delta, kernel, lam1, lam5, weight_map=None, boundary='replicate', refine_steps=2):
-    """One closed-form I-update (JUDE_SPEC §3 step 6); see `FFTDataStep` for the arguments.
+    """One closed-form I-update (docs/algorithm.md, step 6); see `FFTDataStep` for the arguments.
 
     Within the network the spectra of H and X are built once per forward with `FFTDataStep`; this
     function is the one-shot form for tests and experiments.

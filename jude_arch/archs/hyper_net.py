@@ -1,4 +1,4 @@
-"""Hyper-parameter net of JUDE: per-sample, per-stage penalties and noise levels (JUDE_SPEC §5)."""
+"""Hyper-parameter net of JUDE: per-sample, per-stage penalties and noise levels (docs/algorithm.md)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,6 +1,6 @@
 """JUDE: deep joint unrolling for deblurring and low-light enhancement (Vo & Park, WACV 2025).
 
-The network, as in JUDE_SPEC: a kernel estimator and a hyper-parameter net feed K unrolled stages of
+The network (docs/algorithm.md): a kernel estimator and a hyper-parameter net feed K unrolled stages of
 an augmented-Lagrangian solver for
 
     min  λ1/2 ‖H ⊗ I − X‖² + λ2/2 ‖Z − P ⊙ Q‖² + g_Z(Z) + g_P(P) + g_Q(Q)   s.t.  P = R, Q = L, Z = I,
@@ -45,7 +45,7 @@ STATE = ('I', 'R', 'L', 'P', 'Q', 'Z', 'Gamma', 'Omega', 'Delta')
 
 
 def _with_noise_level(x, gamma, memory_format):
-    """[x, γ]: x with a constant map of the per-sample noise level γ as an extra channel (JUDE_SPEC §3).
+    """[x, γ]: x with a constant map of the per-sample noise level γ as an extra channel (docs/algorithm.md).
 
     Written straight into one tensor of the operators' memory format (no concatenation, then layout copy).
     """
@@ -227,7 +227,7 @@ class JUDE(nn.Module):
         return y.to(x.dtype, memory_format=torch.contiguous_format)
 
     def _prox(self, operator, point, gamma):
-        """A learned proximal operator D([point, γ]) (JUDE_SPEC §3 steps 1, 3, 5), like `_convnet`.
+        """A learned proximal operator D([point, γ]) (steps 1, 3, 5 of docs/algorithm.md), like `_convnet`.
 
         Checkpointing here rather than around whole stages keeps one operator's activations alive at a
         time in the backward pass instead of three, for the same recomputation.
@@ -240,7 +240,7 @@ class JUDE(nn.Module):
         return out.to(point.dtype, memory_format=torch.contiguous_format)
 
     def _stage(self, t, lam, gam, data_step, complete, solve, I, R, L, P, Q, Z, Gamma, Omega, Delta):
-        """One unrolled ALM stage: the seven updates of JUDE_SPEC §3 (Γ and Ω updated before I, which they
+        """One unrolled ALM stage: the seven updates of docs/algorithm.md (Γ and Ω updated before I, which they
         do not depend on).
 
         With complete=False it stops after step 4 and returns None for I, Z and the multipliers; with

@@ -1,4 +1,4 @@
-"""Blur-kernel estimator of JUDE: a shared encoder with a kernel head and a weight-map head (JUDE_SPEC §5).
+"""Blur-kernel estimator of JUDE: a shared encoder with a kernel head and a weight-map head (docs/algorithm.md).
 
 The layout follows the "two heads" kernel-prediction network of Carbajal et al. (2021) at a quarter
 of its width, as in the released JUDE model: the kernel head decodes the globally pooled deepest

@@ -1,4 +1,4 @@
-"""ResUNet: the learned proximal operator D_P, D_Q, D_Z of JUDE (USRNet's prior module, JUDE_SPEC §5)."""
+"""ResUNet: the learned proximal operator D_P, D_Q, D_Z of JUDE (USRNet's prior module, docs/algorithm.md)."""
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -1,4 +1,4 @@
-"""The two Retinex heads after the unrolling: illumination enhancer and reflectance denoiser (JUDE_SPEC §5)."""
+"""The two Retinex heads after the unrolling: illumination enhancer and reflectance denoiser (docs/algorithm.md)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

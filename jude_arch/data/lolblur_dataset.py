@@ -15,7 +15,7 @@ from torchvision.transforms.functional import normalize
 from .image_io import ImageDataError, decode_image, image_header
 from .lolblur_layout import check_pair_sizes, frame_key, pair_frames
 
-# JUDE_SPEC §7 (the released code's phase-3 noise); σ in 8-bit levels, as BasicSR's noise functions take it.
+# The released code's phase-3 noise; σ in 8-bit levels, as BasicSR's noise functions take it.
 LQ_NOISE_DEFAULTS = {'gaussian_sigma': (0, 8), 'poisson_scale': (0.1, 1.2), 'poisson_prob': 0.5, 'gray_prob': 0.3}
 _PREPARE_HINT = 'run datasets_prep/prepare_lolblur.py to build the LMDBs'
 # A line of BasicSR's meta_info.txt: `<key>.png (<h>,<w>,<c>) <compression>`.
@@ -25,7 +25,7 @@ EXTRA_IMAGES = ('low_sharp', 'low_blur')
 
 
 def add_lq_noise(lq, gaussian_sigma=(0, 8), poisson_scale=(0.1, 1.2), poisson_prob=0.5, gray_prob=0.3):
-    """Add one random draw of phase-3 sensor noise to an image (JUDE_SPEC §7).
+    """Add one random draw of phase-3 sensor noise to an image (the released code's phase 3).
 
     Poisson noise (scale ~ U[poisson_scale]) with probability `poisson_prob`, otherwise Gaussian noise
     (σ ~ U[gaussian_sigma] / 255); grey (identical in every channel) with probability `gray_prob`; the result
@@ -82,7 +82,7 @@ class LOLBlurDataset(PairedImageDataset):
         opt (dict): `PairedImageDataset`'s options plus
             lq_noise (dict | None): phase-3 noise on the LQ image, added after cropping and augmentation and
                 before `mean`/`std` normalisation; absent or None: off. Keys (all optional, defaults from
-                JUDE_SPEC §7): gaussian_sigma [0, 8] (8-bit levels), poisson_scale [0.1, 1.2],
+                the released code): gaussian_sigma [0, 8] (8-bit levels), poisson_scale [0.1, 1.2],
                 poisson_prob 0.5, gray_prob 0.3.
             crop_to_multiple (int | None): crop LQ and GT to their top-left region whose height and width are
                 multiples of this number (after any `gt_size` crop, before noise); absent or None: off.

@@ -1,4 +1,4 @@
-"""JUDE's training loss (JUDE_SPEC §7): L = L1(Ŷ, Y) + σ · L1(F(Ŷ), F(Y)), registered in LOSS_REGISTRY.
+"""JUDE's training loss (paper §4.1): L = L1(Ŷ, Y) + σ · L1(F(Ŷ), F(Y)), registered in LOSS_REGISTRY.
 
 The frequency term compares the real and imaginary parts of the unnormalised 2-D real FFT (`rfft2`) of
 prediction and target, the MIMO-UNet-style "FFT loss" that JUDE's σ = 0.1 goes with. `rfft2` keeps the
@@ -73,7 +73,7 @@ class FFTLoss(nn.Module):
 
 @LOSS_REGISTRY.register()
 class JUDELoss(nn.Module):
-    """The paper's loss: MAE + σ · FFT loss (JUDE_SPEC §7), usable as any BasicSR `pixel_opt`.
+    """The paper's loss: MAE + σ · FFT loss (paper §4.1), usable as any BasicSR `pixel_opt`.
 
     Args:
         loss_weight (float): multiplies the whole loss. Default: 1.0.
