@@ -60,6 +60,7 @@ from tqdm import tqdm
 
 from .. import physics
 from ..archs import JUDE
+from ..checkpoint_io import atomic_write
 from ..metrics.metric_input import FLOAT_KEYS
 from ..precision import PRECISIONS, auto_precision
 from ..precision import resolve as resolve_precision
@@ -472,11 +473,7 @@ class JUDEModel(SRModel):
                         for name, opt in (self.opt['val'].get('metrics') or {}).items()} if count else {},
         }
         path = osp.join(path_opt['results_root'], f"metrics_{dataset_opt['name']}.json")
-        tmp = f'{path}.tmp'
-        with open(tmp, 'w') as file:
-            json.dump(summary, file, indent=2, ensure_ascii=False)
-            file.write('\n')
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + '\n', encoding='utf-8'))
         get_root_logger().info(f'Metrics and their protocol: {path}')
 
     def _image_path(self, dataset_name, name, current_iter):
