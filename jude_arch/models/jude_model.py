@@ -473,7 +473,8 @@ class JUDEModel(SRModel):
                         for name, opt in (self.opt['val'].get('metrics') or {}).items()} if count else {},
         }
         path = osp.join(path_opt['results_root'], f"metrics_{dataset_opt['name']}.json")
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + '\n', encoding='utf-8'))
+        text = json.dumps(summary, indent=2, ensure_ascii=False) + '\n'
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding='utf-8'))
         get_root_logger().info(f'Metrics and their protocol: {path}')
 
     def _image_path(self, dataset_name, name, current_iter):
