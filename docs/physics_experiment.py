@@ -6,8 +6,9 @@
 For every frame of the split (LOL-Blur layout with `kernels/`, as `datasets_prep/synthesize_lolblur.py` writes):
 - re-blur PSNR in linear light (`jude_arch.physics.reblur_psnr`: low_sharp blurred by a kernel, 8-bit, against
   the noise-free low_blur) of a uniform 31×31 kernel, the best isotropic Gaussian (σ chosen per frame, an
-  oracle), the true kernel, the pretrained estimator's kernel and every JUDE's kernel; with the kernels'
-  similarity to the true one (best shift within ±4 px) and their entropy (fraction of the uniform's);
+  oracle), the anisotropic Gaussian with the true kernel's covariance (an oracle), the true kernel, the
+  pretrained estimator's kernel and every JUDE's kernel; with the kernels' similarity to the true one (best
+  shift within ±4 px) and their entropy (fraction of the uniform's);
 - for every JUDE: output PSNR / SSIM against the ground truth (8-bit RGB, BasicSR's metrics) and the PSNR of
   I_K against low_sharp (the input's PSNR against low_sharp for scale).
 Writes `<out>/physics_results.json`, the intermediates panel of one frame per JUDE and a kernel gallery.
@@ -46,6 +47,18 @@ def best_gaussian(item):
     scores = [reblur_psnr(item['low_sharp'][None], gaussian_kernel(KERNEL_SIZE, s)[None, None],
                           item['low_blur'][None]).item() for s in SIGMAS]
     return gaussian_kernel(KERNEL_SIZE, SIGMAS[int(np.argmax(scores))]).float()[None]
+
+
+def moment_matched_gaussian(item):
+    """The anisotropic Gaussian with the true kernel's mean and covariance: an oracle that knows the blur's extent,
+    direction and elongation but not the shape of its path."""
+    kernel = item['kernel'][0].double()
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(KERNEL_SIZE, dtype=torch.float64)] * 2, indexing='ij'))
+    mean = (offsets * kernel).sum((1, 2))
+    centred = offsets - mean[:, None, None]
+    cov = torch.einsum('iyx,jyx,yx->ij', centred, centred, kernel) + 0.05 * torch.eye(2, dtype=torch.float64)
+    gaussian = torch.exp(-0.5 * torch.einsum('iyx,ij,jyx->yx', centred, torch.linalg.inv(cov), centred))
+    return (gaussian / gaussian.sum()).float()[None]
 
 
 def kernel_scores(kernels, items):
@@ -108,6 +121,7 @@ def main(argv=None):
 
     uniform = torch.full((1, KERNEL_SIZE, KERNEL_SIZE), 1 / KERNEL_SIZE**2)
     kernels = {'uniform': [uniform] * len(items), 'best Gaussian': [best_gaussian(item) for item in items],
+               'moment-matched Gaussian': [moment_matched_gaussian(item) for item in items],
                'true': [item['kernel'] for item in items]}
     if args.estimator:
         estimator = load_network(args.estimator)
