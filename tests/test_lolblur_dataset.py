@@ -11,7 +11,7 @@ from basicsr.data import build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from jude_arch.data import lolblur_dataset
+from jude_arch.data import lq_noise
 from jude_arch.data.lolblur_dataset import LOLBlurDataset
 from jude_arch.data.lolblur_lmdb import prepare_lolblur
 
@@ -144,7 +144,7 @@ def test_noise_mix_follows_the_probabilities(lolblur, monkeypatch):
     calls = []
 
     def counted(name):
-        original = getattr(lolblur_dataset, name)
+        original = getattr(lq_noise, name)
 
         def add_noise(*args, **kwargs):
             calls.append(name)
@@ -153,7 +153,7 @@ def test_noise_mix_follows_the_probabilities(lolblur, monkeypatch):
         return add_noise
 
     for name in ('random_add_poisson_noise_pt', 'random_add_gaussian_noise_pt'):
-        monkeypatch.setattr(lolblur_dataset, name, counted(name))
+        monkeypatch.setattr(lq_noise, name, counted(name))
     draws = noise_draws(lolblur, n=300)  # the released code's defaults
     assert 0.4 < calls.count('random_add_poisson_noise_pt') / len(calls) < 0.6  # poisson_prob 0.5
     grey = [torch.allclose((n - c)[0], (n - c)[1], atol=1e-6) for c, n, _, _ in draws]  # clipping aside

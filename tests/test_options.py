@@ -12,7 +12,7 @@ from basicsr.archs import build_network
 from basicsr.utils.options import parse_options
 
 from jude_arch.archs import JUDE
-from jude_arch.data import LOLBlurDataset
+from jude_arch.data.lq_noise import parse_lq_noise
 from jude_arch.option_check import OptionError, check_options
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
@@ -64,7 +64,7 @@ def test_phases_chain_and_only_phase_3_adds_noise(monkeypatch, tmp_path):
     assert len({opt['name'] for opt in opts.values()}) == 3
     for phase in (1, 2):
         assert 'lq_noise' not in opts[phase]['datasets']['train']
-    noise = LOLBlurDataset._parse_noise(opts[3]['datasets']['train']['lq_noise'])
+    noise = parse_lq_noise(opts[3]['datasets']['train']['lq_noise'])
     assert noise['gaussian_sigma'] == [0, 8] and noise['poisson_scale'] == [0.1, 1.2] and noise['gray_prob'] == 0.3
 
 

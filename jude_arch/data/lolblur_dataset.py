@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from basicsr.data.data_util import paired_paths_from_lmdb
-from basicsr.data.degradations import random_add_gaussian_noise_pt, random_add_poisson_noise_pt
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.data.transforms import augment, paired_random_crop
 from basicsr.utils import FileClient, bgr2ycbcr, img2tensor
@@ -14,39 +13,13 @@ from torchvision.transforms.functional import normalize
 
 from .image_io import ImageDataError, decode_image, image_header
 from .lolblur_layout import check_pair_sizes, frame_key, pair_frames
+from .lq_noise import add_lq_noise, parse_lq_noise
 
-# The released code's phase-3 noise; σ in 8-bit levels, as BasicSR's noise functions take it.
-LQ_NOISE_DEFAULTS = {'gaussian_sigma': (0, 8), 'poisson_scale': (0.1, 1.2), 'poisson_prob': 0.5, 'gray_prob': 0.3}
 _PREPARE_HINT = 'run datasets_prep/prepare_lolblur.py to build the LMDBs'
 # A line of BasicSR's meta_info.txt: `<key>.png (<h>,<w>,<c>) <compression>`.
 _META_LINE = re.compile(r'^(?P<key>[^. ]+)\.\S*\s+\((?P<h>\d+),\s*(?P<w>\d+)')
 # Optional images read, cropped and augmented with lq/gt, for the physics losses and metrics (dataroot_<name>).
 EXTRA_IMAGES = ('low_sharp', 'low_blur')
-
-
-def add_lq_noise(lq, gaussian_sigma=(0, 8), poisson_scale=(0.1, 1.2), poisson_prob=0.5, gray_prob=0.3):
-    """Add one random draw of phase-3 sensor noise to an image (the released code's phase 3).
-
-    Poisson noise (scale ~ U[poisson_scale]) with probability `poisson_prob`, otherwise Gaussian noise
-    (σ ~ U[gaussian_sigma] / 255); grey (identical in every channel) with probability `gray_prob`; the result
-    is clipped to [0, 1]. BasicSR's noise functions do the drawing, on the torch random generator (seeded
-    per worker by the DataLoader).
-
-    Args:
-        lq (Tensor): C×H×W image in [0, 1] (RGB when grey Poisson noise can be drawn).
-        gaussian_sigma (Sequence[float]): range of the Gaussian σ, in 8-bit levels.
-        poisson_scale (Sequence[float]): range of the Poisson noise scale.
-        poisson_prob (float): probability of Poisson rather than Gaussian noise.
-        gray_prob (float): probability of grey noise.
-
-    Returns:
-        Tensor: the noisy C×H×W image.
-    """
-    if torch.rand(()) < poisson_prob:
-        noisy = random_add_poisson_noise_pt(lq[None], scale_range=poisson_scale, gray_prob=gray_prob, clip=True)
-    else:
-        noisy = random_add_gaussian_noise_pt(lq[None], sigma_range=gaussian_sigma, gray_prob=gray_prob, clip=True)
-    return noisy[0]
 
 
 @DATASET_REGISTRY.register()
@@ -99,7 +72,7 @@ class LOLBlurDataset(PairedImageDataset):
         # Normalisation happens here, after the noise; the parent's __getitem__ must not do it.
         self.norm_mean, self.norm_std = opt.get('mean'), opt.get('std')
         self.mean = self.std = None
-        self.lq_noise = self._parse_noise(opt.get('lq_noise'))
+        self.lq_noise = parse_lq_noise(opt.get('lq_noise'))
         self.crop_to_multiple = opt.get('crop_to_multiple')
         if self.crop_to_multiple is not None and not (
                 isinstance(self.crop_to_multiple, int) and not isinstance(self.crop_to_multiple, bool)
@@ -226,23 +199,6 @@ class LOLBlurDataset(PairedImageDataset):
         elif image.shape[2] == 4:  # BGRA: the alpha channel is not part of the scene
             image = image[..., :3]
         return image.astype(np.float32) / np.iinfo(image.dtype).max
-
-    @staticmethod
-    def _parse_noise(options):
-        if options is None:
-            return None
-        unknown = set(options) - set(LQ_NOISE_DEFAULTS)
-        if unknown:
-            raise ValueError(f'lq_noise: unknown option(s) {sorted(unknown)}; known: {sorted(LQ_NOISE_DEFAULTS)}')
-        noise = {**LQ_NOISE_DEFAULTS, **options}
-        for name in ('gaussian_sigma', 'poisson_scale'):
-            low, high = noise[name]
-            if not 0 <= low <= high:
-                raise ValueError(f'lq_noise.{name} must be a range [low, high] with 0 ≤ low ≤ high, got {noise[name]}')
-        for name in ('poisson_prob', 'gray_prob'):
-            if not 0 <= noise[name] <= 1:
-                raise ValueError(f'lq_noise.{name} must lie in [0, 1], got {noise[name]}')
-        return noise
 
     def _crop_top_left(self, item):
         """Crop item's images (LQ, GT and extras) to the top-left region whose sides are multiples of
