@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 import torch
-from basicsr.losses import L1Loss, build_loss
+from basicsr.losses import build_loss
+from basicsr.losses.basic_loss import L1Loss
 
 from jude_arch.losses import FFTLoss, JUDELoss
 
