@@ -21,7 +21,7 @@ photo×kernel pairs (256², 15×15 camera shake, λ5 = 0.002) it left the 16-px 
 worse than the blurred input, where this scheme gains at least 5 dB. 'replicate' is the default: on
 observations cut from larger blurred photos (so that real content lies beyond the frame) it beat 'reflect'
 on every one of 80 pairs, by 1.5 dB on average on the whole image and 2.1 dB on the border band
-(`python -m jude_arch.boundary_study`, docs/boundary.md). 'circular' skips all of it and solves the
+(docs/boundary.md, which says how to rerun the study). 'circular' skips all of it and solves the
 periodic problem as posed, which is what the exact normal-equation tests check.
 
 'released' reproduces, on purpose, the I-update of the authors' released network, defect included, so that
