@@ -6,27 +6,34 @@ names the closest valid key. Checked:
 - `train` and `val` when `model_type` is JUDEModel: BasicSR's keys (basicsr/train.py, SRModel, BaseModel) and
   JUDEModel's own;
 - every `datasets.*` of type LOLBlurDataset: the dataset's and BasicSR's data loader's keys;
-- `network_*` and the `train.*_opt` losses, whatever their type, against the registered class's constructor
-  arguments when it takes no `**kwargs` (an unknown one would fail there with a bare TypeError).
+- `network_*` and the `train.*_opt` losses, whatever their type, against the registered class's options: those it
+  declares with an `option_names()` classmethod (JUDE: the fields of `JUDEConfig`), else its constructor's arguments
+  when it takes no `**kwargs` (an unknown one would fail there with a bare TypeError).
 Other sections are BasicSR's own or another plugin's and are left alone.
 """
 import difflib
 import inspect
 
-# What basicsr 1.4.2 reads from `train` for an SRModel (train.py, models/sr_model.py, models/base_model.py),
-# then JUDEModel's additions.
-TRAIN_KEYS = ('total_iter', 'warmup_iter', 'ema_decay', 'pixel_opt', 'perceptual_opt', 'optim_g', 'scheduler',
-              'precision', 'grad_clip', 'max_nonfinite_steps', 'sharp_opt', 'kernel_opt', 'reblur_opt',
-              'reflectance_opt')
-# BasicSR's (train.py, test.py, models/sr_model.py), then JUDEModel's.
-VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'suffix', 'pbar', 'precision', 'tile', 'tb_images', 'physics')
-# LOLBlurDataset's (PairedImageDataset's plus lq_noise, crop_to_multiple and the physics extras; `phase` and
-# `scale` are filled in by BasicSR), then those of BasicSR's data loader (basicsr/data/__init__.py, basicsr/train.py).
-DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'dataroot_lq', 'io_backend', 'gt_size', 'use_hflip',
-                'use_rot', 'color', 'mean', 'std', 'lq_noise', 'crop_to_multiple', 'dataroot_low_sharp',
-                'dataroot_low_blur', 'dataroot_kernel', 'kernel_size', 'meta_info_file', 'filename_tmpl',
-                'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory',
-                'persistent_workers', 'num_prefetch_queue')
+from .data.lolblur_dataset import EXTRA_IMAGES
+
+# What basicsr 1.4.2 reads from `train` for an SRModel (train.py, models/sr_model.py, models/base_model.py) ...
+BASICSR_TRAIN_KEYS = ('total_iter', 'warmup_iter', 'ema_decay', 'pixel_opt', 'perceptual_opt', 'optim_g', 'scheduler')
+# ... and from `val` (train.py, test.py, models/sr_model.py) ...
+BASICSR_VAL_KEYS = ('val_freq', 'save_img', 'metrics', 'suffix', 'pbar')
+# ... and from a paired dataset's options (PairedImageDataset; `phase` and `scale` are filled in by BasicSR) and
+# its data loader's (basicsr/data/__init__.py, basicsr/train.py).
+BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'dataroot_lq', 'io_backend', 'gt_size',
+                        'use_hflip', 'use_rot', 'color', 'mean', 'std', 'meta_info_file', 'filename_tmpl',
+                        'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
+                        'pin_memory', 'persistent_workers', 'num_prefetch_queue')
+# JUDEModel's additions: precision and the divergence guards, the physics losses; validation's precision, tiling,
+# TensorBoard images and physics metrics.
+TRAIN_KEYS = BASICSR_TRAIN_KEYS + ('precision', 'grad_clip', 'max_nonfinite_steps', 'sharp_opt', 'kernel_opt',
+                                   'reblur_opt', 'reflectance_opt')
+VAL_KEYS = BASICSR_VAL_KEYS + ('precision', 'tile', 'tb_images', 'physics')
+# LOLBlurDataset's additions: phase-3 noise, the crop for validation, the physics extras.
+DATASET_KEYS = BASICSR_DATASET_KEYS + ('lq_noise', 'crop_to_multiple', 'dataroot_kernel', 'kernel_size') + tuple(
+    f'dataroot_{name}' for name in EXTRA_IMAGES)
 
 
 class OptionError(ValueError):
@@ -42,11 +49,14 @@ def _check_keys(section, where, known):
 
 
 def _constructor_keys(registry, type_name):
-    """Keyword arguments of a registered class's constructor, or None when it takes **kwargs or is unknown."""
+    """Option names of a registered class (its `option_names()`, else its constructor's keyword arguments), or None
+    when it takes **kwargs without declaring them or is unknown."""
     try:
         cls = registry.get(type_name)
     except KeyError:
         return None  # BasicSR's own error names an unknown type
+    if hasattr(cls, 'option_names'):
+        return ['type', *cls.option_names()]
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
     if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters):
         return None

@@ -84,6 +84,18 @@ def test_several_kernels_need_a_weight_map():
         solve_i_update(X, Z, delta, torch.ones(1, 1, 3, 3) / 9, lam1, lam5, boundary='zeros')
 
 
+def test_boundaries_are_checked_the_same_way_everywhere():
+    """One check names the valid modes: the blur model's three, the data step's four, and one kernel for 'released'."""
+    X, Z, delta, _, lam1, lam5 = random_problem(np.random.default_rng(2), 1, 3, 8, 8, 3, torch.float64)
+    blur_modes = r"\('reflect', 'replicate', 'circular'\)"
+    with pytest.raises(ValueError, match=rf"^boundary must be one of {blur_modes}, got 'released'$"):
+        blur(X, torch.ones(3, 3) / 9, 'released')
+    with pytest.raises(ValueError, match=r"^boundary must be one of .*'released'\), got 'zeros'$"):
+        FFTDataStep(X, torch.ones(1, 1, 3, 3) / 9, boundary='zeros')
+    with pytest.raises(ValueError, match="^boundary 'released' takes one kernel .*, got 2$"):
+        FFTDataStep(X, torch.ones(1, 2, 3, 3) / 9, torch.full((1, 2, 8, 8), 0.5), boundary='released')
+
+
 @pytest.mark.parametrize('k', [4, 7])
 def test_spatial_blur_is_the_model_the_fft_inverts(k):
     rng = np.random.default_rng(k)

@@ -7,7 +7,7 @@ import torch
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from jude_arch.archs import JUDE
+from jude_arch.archs import JUDE, blur
 
 README = Path(__file__).resolve().parents[1] / 'README.md'
 
@@ -124,14 +124,40 @@ def test_backward_reaches_every_parameter(options, dead):
     assert missing == {name for name, _ in net.named_parameters() if dead and name.startswith(dead)}
 
 
-def test_bf16_autocast_forward_is_close_to_fp32(small, photo):
-    x = 0.3 * photo[..., :48, :48].float()
+def relative_error(a, b):
+    return ((a.float() - b).abs().mean() / b.abs().mean()).item()
+
+
+def test_bf16_autocast_keeps_the_unrolling_at_fp32_precision(photo, shake_kernel, monkeypatch):
+    """Under bf16 autocast only the convolutions lose precision: the FFT data step and the unrolled variables stay
+    float32, so every stage's I matches the fp32 run far more closely than bf16 rounding would allow.
+
+    The regime is a trained network's (a real camera-shake kernel, λ5 = 1e-3 ≪ λ1 = 1), where the I-solve is a
+    near-deconvolution that amplifies any rounding of its inputs; the kernel estimator and the hyper-parameter
+    net are fixed to it so that the test does not depend on untrained weights.
+    """
+    torch.manual_seed(0)
+    net = JUDE(preset='small').eval()
+    kernel = shake_kernel.float()
+    K = net.num_stages
+    lambdas = torch.tensor([1.0, 0.5, 0.5, 0.5, 1e-3]).repeat(1, K, 1)
+    gammas = torch.full((1, K, 3), 0.05)
+    monkeypatch.setattr(net.kernel_estimator, 'forward', lambda x: (kernel.expand(len(x), -1, -1, -1), None))
+    monkeypatch.setattr(net.hyper_net, 'forward',
+                        lambda k: (lambdas.expand(len(k), -1, -1), gammas.expand(len(k), -1, -1)))
+    x = blur(0.3 * photo[..., :64, :64].float(), kernel, 'replicate')
     with torch.no_grad():
-        reference = small(x)
+        reference = net(x, return_intermediates=True)
+        rounded_observation = net(x.bfloat16().float(), return_intermediates=True)
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            mixed = small(x)
-    assert mixed.dtype in (torch.float32, torch.bfloat16) and torch.isfinite(mixed).all()
-    assert (mixed.float() - reference).abs().mean() < 0.05
+            mixed = net(x, return_intermediates=True)
+    tolerance = 5e-4
+    # The regime is sensitive: bf16 rounding of the observation alone moves the I's tens of times the tolerance.
+    assert min(relative_error(a, b) for a, b in zip(rounded_observation['I'], reference['I'])) > 10 * tolerance
+    for t, (a, b) in enumerate(zip(mixed['I'], reference['I'])):
+        assert a.dtype == torch.float32 and relative_error(a, b) < tolerance, t
+    # The output goes through the bf16 enhancer and denoiser: close at bf16's precision (~0.4% per rounding).
+    assert relative_error(mixed['output'], reference['output']) < 0.02
 
 
 def test_full_preset_sizes_match_the_released_model_and_the_readme():

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 from basicsr.losses import build_loss
+from basicsr.losses.basic_loss import L1Loss
 
 from jude_arch.losses import FFTLoss, JUDELoss
 
@@ -47,6 +48,18 @@ def test_losses_match_the_dft_definition_on_random_tensors():
     assert elementwise.shape == (2, 3, 5, 7 // 2 + 1, 2)
     assert torch.allclose(elementwise[..., 0], torch.from_numpy(np.abs(diff.real)))
     assert torch.allclose(elementwise[..., 1], torch.from_numpy(np.abs(diff.imag)))
+
+
+def test_jude_loss_is_l1_plus_the_weighted_fft_loss():
+    """JUDELoss is BasicSR's L1Loss plus FFTLoss weighted σ, to the bit, for both reductions, values and gradients."""
+    torch.manual_seed(1)
+    target = torch.rand(2, 3, 9, 12)
+    for reduction in ('mean', 'sum'):
+        pred = torch.rand(2, 3, 9, 12, requires_grad=True)
+        total = JUDELoss(loss_weight=2.0, fft_weight=0.3, reduction=reduction)(pred, target)
+        parts = 2.0 * (L1Loss(reduction=reduction)(pred, target) + FFTLoss(0.3, reduction)(pred, target))
+        assert torch.equal(total, parts)
+        assert torch.equal(torch.autograd.grad(total, pred)[0], torch.autograd.grad(parts, pred)[0])
 
 
 def test_gradients_flow_and_match_finite_differences():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from jude_arch.archs import JUDE, ResUNet
+from jude_arch.archs import operators as operators_module
 from jude_arch.archs import resunet as resunet_module
 from jude_arch.benchmark import meminfo
 
@@ -43,10 +44,12 @@ def assert_same_restoration(a, b):
 
 
 def operator_inputs(net):
-    """Record the input of every proximal-operator call (hooks removed by the caller via .remove())."""
+    """Record the input every proximal-operator network convolves, [point, γ] (ResUNet-padded to a multiple of 8),
+    as (name, tensor), hooked on its first conv so that recomputations under checkpointing show too.
+    The caller removes the hooks (.remove() on each handle)."""
     seen = []
     handles = [
-        op.register_forward_pre_hook(lambda module, args, name=name: seen.append((name, args[0])))
+        op.head.register_forward_pre_hook(lambda module, args, name=name: seen.append((name, args[0])))
         for name in ('prox_p', 'prox_q', 'prox_z') for op in getattr(net, name)
     ]
     return seen, handles
@@ -82,12 +85,13 @@ def test_operator_input_is_the_proximal_point_and_noise_level():
     for t in range(net.num_stages):
         for j, name in enumerate(('prox_p', 'prox_q', 'prox_z')):
             inp = seen[3 * t + j][1]
-            assert inp.shape == (2, 4, 20, 16)
+            assert inp.shape == (2, 4, 24, 16)  # 20 rows replicate-padded to 24 by the ResUNet
+            inp = inp[..., :20, :]
             gamma = out['gammas'][:, t, j].view(2, 1, 1).expand(2, 20, 16)
             torch.testing.assert_close(inp[:, 3], gamma, rtol=0, atol=0)
     # Step 1 of the first stage (Γ = 0, R = Q = Z = X): the proximal point (λ2·X² + λ3·X) / (λ2·X² + λ3).
     lam2, lam3 = (out['lambdas'][:, 0, i].view(2, 1, 1, 1) for i in (1, 2))
-    torch.testing.assert_close(seen[0][1][:, :3], (lam2 * x * x + lam3 * x) / (lam2 * x * x + lam3), **TOL)
+    torch.testing.assert_close(seen[0][1][:, :3, :20], (lam2 * x * x + lam3 * x) / (lam2 * x * x + lam3), **TOL)
 
 
 def test_dead_last_stage_updates_are_skipped_without_changing_the_output():
@@ -148,25 +152,39 @@ def test_checkpointing_matches_and_recomputes(channels_last):
     assert recomputed_a == 0 and recomputed_b == fwd_b
 
 
-def test_checkpointing_is_inactive_without_gradients():
+def test_checkpointing_is_skipped_without_gradients(monkeypatch):
+    """Checkpointing pays only before a backward pass: under no_grad and inference_mode the operators run
+    directly; with gradients every operator call goes through torch.utils.checkpoint."""
+    calls = []
+    real = operators_module.checkpoint
+    monkeypatch.setattr(operators_module, 'checkpoint', lambda *args, **kw: calls.append(1) or real(*args, **kw))
     torch.manual_seed(6)
-    net = JUDE('small', checkpoint_stages=True).eval()
+    net = JUDE('small', checkpoint_stages=True, unet_channels=[4, 4, 4, 4]).eval()
+    x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
-        y = net(torch.rand(1, 3, 16, 16))
-    assert not y.requires_grad
+        net(x)
+    with torch.inference_mode():
+        net(x)
+    assert calls == []
+    net(x).mean().backward()
+    assert len(calls) == 3 * net.num_stages - 1  # every operator call of the lean path, the heads never
 
 
 def test_autocast_keeps_the_unrolled_variables_in_float32():
-    """Convolutions run in bf16; the stage variables, the FFT step and the output stay float32."""
+    """Convolutions run in bf16; the operators hand back float32, the stage variables, the FFT step and the output
+    stay float32."""
     torch.manual_seed(7)
     net = JUDE('small')
-    outputs = []
-    handle = net.prox_z[0].register_forward_hook(lambda module, args, out: outputs.append(out.dtype))
+    convolved, returned = [], []
+    handles = [net.prox_z[0].tail.register_forward_hook(lambda module, args, out: convolved.append(out.dtype)),
+               net.prox_z[0].register_forward_hook(lambda module, args, out: returned.append(out.dtype))]
     x = 0.4 * torch.rand(1, 3, 32, 32)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         out = net(x, return_intermediates=True)
-    handle.remove()
-    assert outputs and all(dtype == torch.bfloat16 for dtype in outputs)
+    for handle in handles:
+        handle.remove()
+    assert convolved and all(dtype == torch.bfloat16 for dtype in convolved)
+    assert returned and all(dtype == torch.float32 for dtype in returned)
     for key in ('I', 'R', 'L', 'P', 'Q', 'Z', 'Delta'):
         assert all(t.dtype == torch.float32 for t in out[key]), key
     assert out['output'].dtype == torch.float32

@@ -11,7 +11,7 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.utils.options import parse_options
 
-from jude_arch.archs import JUDE
+from jude_arch.archs import JUDE, PRESETS
 from jude_arch.data.lq_noise import parse_lq_noise
 from jude_arch.option_check import OptionError, check_options
 
@@ -123,6 +123,15 @@ def test_typos_in_judes_sections_are_refused(section, typo, message, monkeypatch
     node[typo] = 1
     with pytest.raises(OptionError, match=re.escape(message)):
         parse_checked(opt, monkeypatch, tmp_path)
+
+
+def test_network_g_takes_every_jude_option(monkeypatch, tmp_path):
+    """JUDE's option names come from its config: every field is accepted (refine_steps included) and builds."""
+    opt = demo_options(monkeypatch, tmp_path)
+    opt['network_g'].update(PRESETS['small'].as_dict(), refine_steps=1, num_stages=4)
+    parsed = parse_checked(opt, monkeypatch, tmp_path)
+    net = build_network(dict(parsed['network_g']))
+    assert net.config == dict(PRESETS['small'].as_dict(), refine_steps=1, num_stages=4)
 
 
 def test_basicsr_sections_and_keys_stay_accepted(monkeypatch, tmp_path):

@@ -21,7 +21,7 @@ photo×kernel pairs (256², 15×15 camera shake, λ5 = 0.002) it left the 16-px 
 worse than the blurred input, where this scheme gains at least 5 dB. 'replicate' is the default: on
 observations cut from larger blurred photos (so that real content lies beyond the frame) it beat 'reflect'
 on every one of 80 pairs, by 1.5 dB on average on the whole image and 2.1 dB on the border band
-(`python -m jude_arch.boundary_study`, docs/boundary.md). 'circular' skips all of it and solves the
+(docs/boundary.md, which says how to rerun the study). 'circular' skips all of it and solves the
 periodic problem as posed, which is what the exact normal-equation tests check.
 
 'released' reproduces, on purpose, the I-update of the authors' released network, defect included, so that
@@ -37,6 +37,15 @@ import torch.nn.functional as F
 # Boundary models of the forward blur, and the data step's modes: those plus the release's defective solve.
 BLUR_BOUNDARIES = ('reflect', 'replicate', 'circular')
 BOUNDARIES = BLUR_BOUNDARIES + ('released', )
+
+
+def check_boundary(boundary, num_kernels=1, modes=BOUNDARIES):
+    """Raise a ValueError unless `boundary` is one of `modes` and, for 'released', there is one kernel."""
+    if boundary not in modes:
+        raise ValueError(f'boundary must be one of {modes}, got {boundary!r}')
+    if boundary == 'released' and num_kernels != 1:
+        raise ValueError("boundary 'released' takes one kernel (the released network estimates one), "
+                         f'got {num_kernels}')
 
 
 def _fast_fft_len(n):
@@ -106,8 +115,7 @@ def blur(image, kernel, boundary='reflect'):
     Returns:
         Tensor: N×C×H×W blurred image.
     """
-    if boundary not in BLUR_BOUNDARIES:
-        raise ValueError(f"boundary must be one of {BLUR_BOUNDARIES}, got {boundary!r}")
+    check_boundary(boundary, modes=BLUR_BOUNDARIES)
     if kernel.dim() == 2:
         kernel = kernel[None, None]
     n, c, h, w = image.shape
@@ -148,8 +156,6 @@ class FFTDataStep:
     """
 
     def __init__(self, X, kernel, weight_map=None, boundary='replicate', refine_steps=2):
-        if boundary not in BOUNDARIES:
-            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
         if X.dim() != 4 or kernel.dim() != 4 or kernel.shape[0] != X.shape[0]:
             raise ValueError(f'expected X N×C×H×W and kernel N×B×k×k with the same N, got X {tuple(X.shape)} '
                              f'and kernel {tuple(kernel.shape)}')
@@ -159,15 +165,13 @@ class FFTDataStep:
             got = None if weight_map is None else tuple(weight_map.shape)
             raise ValueError(f'{num_kernels} basis kernels need a weight_map of shape {(n, num_kernels, h, w)}, '
                              f'got {got}')
+        check_boundary(boundary, num_kernels)
         self.out_dtype = X.dtype
         self.dtype = torch.promote_types(X.dtype, torch.float32)
         self.boundary = boundary
         self.refine_steps = refine_steps
         self.image_size = (h, w)
         self.weight_map = weight_map.to(self.dtype).unsqueeze(2) if num_kernels > 1 else None
-        if boundary == 'released' and num_kernels > 1:
-            raise ValueError("boundary 'released' takes one kernel (the released network estimates one), "
-                             f'got {num_kernels}')
 
         with torch.autocast(X.device.type, enabled=False):
             X = X.to(self.dtype)

@@ -2,7 +2,7 @@
 import torch.nn as nn
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from .jude_arch import PRESETS
+from .config import JUDEConfig
 from .kernel_estimator import KernelEstimator
 
 
@@ -23,13 +23,9 @@ class JUDEKernelNet(nn.Module):
 
     def __init__(self, preset='full', kernel_size=None, num_kernels=None, kernel_width=None):
         super().__init__()
-        if preset not in PRESETS:
-            raise ValueError(f'JUDEKernelNet: unknown preset {preset!r}; choose one of {sorted(PRESETS)}')
-        given = dict(kernel_size=kernel_size, num_kernels=num_kernels, kernel_width=kernel_width)
-        self.config = {key: PRESETS[preset][key] if value is None else value for key, value in given.items()}
-        for key, value in self.config.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f'JUDEKernelNet: {key} must be a positive integer, got {value!r}')
+        cfg = JUDEConfig.from_options(preset, kernel_size=kernel_size, num_kernels=num_kernels,
+                                      kernel_width=kernel_width)
+        self.config = dict(kernel_size=cfg.kernel_size, num_kernels=cfg.num_kernels, kernel_width=cfg.kernel_width)
         self.kernel_estimator = KernelEstimator(self.config['kernel_size'], self.config['num_kernels'],
                                                 self.config['kernel_width'])
 

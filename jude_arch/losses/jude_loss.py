@@ -5,7 +5,7 @@ prediction and target, the MIMO-UNet-style "FFT loss" that JUDE's σ = 0.1 goes 
 non-redundant half of the spectrum: a real image's other half is its complex-conjugate mirror.
 """
 import torch
-from basicsr.losses.basic_loss import l1_loss
+from basicsr.losses.basic_loss import L1Loss
 from basicsr.losses.loss_util import reduce_loss
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
@@ -73,7 +73,8 @@ class FFTLoss(nn.Module):
 
 @LOSS_REGISTRY.register()
 class JUDELoss(nn.Module):
-    """The paper's loss: MAE + σ · FFT loss (paper §4.1), usable as any BasicSR `pixel_opt`.
+    """The paper's loss: MAE + σ · FFT loss (paper §4.1), usable as any BasicSR `pixel_opt`; BasicSR's `L1Loss`
+    plus an `FFTLoss` weighted σ.
 
     Args:
         loss_weight (float): multiplies the whole loss. Default: 1.0.
@@ -87,8 +88,14 @@ class JUDELoss(nn.Module):
         super().__init__()
         _check_reduction('JUDELoss', reduction, allowed=('mean', 'sum'))
         self.loss_weight = loss_weight
-        self.fft_weight = fft_weight
         self.reduction = reduction
+        self.mae = L1Loss(loss_weight=1.0, reduction=reduction)
+        self.fft = FFTLoss(loss_weight=fft_weight, reduction=reduction)
+
+    @property
+    def fft_weight(self):
+        """σ, the weight of the frequency term."""
+        return self.fft.loss_weight
 
     def forward(self, pred, target, weight=None, **kwargs):
         """
@@ -98,6 +105,5 @@ class JUDELoss(nn.Module):
             weight (None): element-wise weights are not supported (the FFT term is frequency-domain).
         """
         _check_no_weight('JUDELoss', weight)
-        fft = reduce_loss(fft_l1_map(pred, target), self.reduction)
-        mae = l1_loss(pred, target, reduction=self.reduction)
-        return self.loss_weight * (mae + self.fft_weight * fft)
+        fft = self.fft(pred, target)  # first: it names a shape mismatch, which L1 would broadcast
+        return self.loss_weight * (self.mae(pred, target) + fft)
