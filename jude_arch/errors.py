@@ -2,7 +2,7 @@
 traceback) and exit with status 1."""
 import yaml
 
-from .compat import ResumeError
+from .basicsr_glue.resume import ResumeError
 from .data.image_io import ImageDataError
 from .models.jude_model import TrainingStopped
 from .option_check import OptionError

@@ -1,4 +1,4 @@
-"""The web app (jude_arch.app): a real server on a free local port, driven by Gradio's Python client and by
+"""The web app (jude_arch.restore.app): a real server on a free local port, driven by Gradio's Python client and by
 headless Chromium; bad uploads, one restore at a time, offline, nothing left behind."""
 import json
 import os
@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import load_photo, png_declaring
+from helpers import load_photo, png_declaring
 
-from jude_arch import app, inference
-from jude_arch.inference import build_parser as cli_parser
-from jude_arch.inference import main as cli_main
-from jude_arch.photo_io import read_photo
+from jude_arch.restore import app, app_service, cli as inference
+from jude_arch.restore.cli import build_parser as cli_parser
+from jude_arch.restore.cli import main as cli_main
+from jude_arch.restore.photo_io import read_photo
 from training_helpers import save_small_checkpoint
 
 CHROMIUM, CHROMEDRIVER = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
@@ -37,7 +37,7 @@ def hook(event, args):
             str(args[1][0]).startswith('127.') or args[1][0] == '::1'):
         print(f'EXTERNAL connection {args[1]!r}', file=sys.stderr, flush=True)
 sys.addaudithook(hook)
-from jude_arch.app import main
+from jude_arch.restore.app import main
 sys.exit(main())
 '''
 
@@ -375,7 +375,7 @@ def test_without_gradio_the_app_says_how_to_install_it(monkeypatch, checkpoint, 
 
 
 def test_the_package_and_the_cli_do_not_import_gradio():
-    code = ('import sys, jude_arch, jude_arch.inference, jude_arch.restorer, jude_arch.app; '
+    code = ('import sys, jude_arch, jude_arch.restore.cli, jude_arch.restore.restorer, jude_arch.restore.app; '
             'print(sorted(m for m in sys.modules if m.split(".")[0] in ("gradio", "gradio_client")))')
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout == '[]\n'
 

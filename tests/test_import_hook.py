@@ -14,7 +14,7 @@ import pytest
 
 from training_helpers import PYTHON, ROOT, eval_options, run, tiny_lolblur, tiny_options, write_yaml
 
-HOOK_FILES = {'jude_basicsr_hook.pth', 'jude_arch/basicsr_hook.py'}
+HOOK_FILES = {'jude_basicsr_hook.pth', 'jude_arch/basicsr_glue/import_hook.py'}
 HOOK_MODULE = '_jude_basicsr_hook'  # the name the .pth line loads jude_arch/basicsr_hook.py under
 
 
@@ -119,11 +119,11 @@ def test_this_environment_has_the_hook_installed():
 
 
 def test_the_hook_is_installed_once_however_often_the_file_is_loaded(tmp_path):
-    # site runs a venv's .pth files twice when lib64 links to lib, and jude_arch.basicsr_hook is one more copy.
+    # site runs a venv's .pth files twice when lib64 links to lib, and jude_arch.basicsr_glue.import_hook is one more copy.
     script = tmp_path / 'twice.py'
     script.write_text(
         'import importlib.util as u, sys\n'
-        f'path = {str(ROOT / "jude_arch" / "basicsr_hook.py")!r}\n'
+        f'path = {str(ROOT / "jude_arch" / "basicsr_glue" / "import_hook.py")!r}\n'
         'sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "is_jude_basicsr_hook", False)]\n'
         'for name in ("copy_a", "copy_b"):\n'
         '    spec = u.spec_from_file_location(name, path)\n'

@@ -18,10 +18,10 @@ import yaml
 from basicsr.archs import build_network
 
 from jude_arch.checkpoint_io import CheckpointError, read_checkpoint
-from jude_arch.inference import main as restore_main
+from jude_arch.restore.cli import main as restore_main
 from jude_arch.released import ReleasedCheckpointError, convert_released, is_released
 from jude_arch.released import main as released_main
-from jude_arch.restorer import JUDERestorer, RestoreError
+from jude_arch.restore.restorer import JUDERestorer, RestoreError
 from training_helpers import PYTHON, ROOT, run, tiny_lolblur, train_log, write_yaml
 
 DATA = Path(__file__).resolve().parent / 'data'

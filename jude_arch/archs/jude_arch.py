@@ -264,3 +264,9 @@ class JUDE(nn.Module):
         I = data_step.solve(Z, Delta, lam1, lam5)  # paper eq. (21) prints Ω for Δ: a typo
         Delta = Delta + lam5 * (I - Z)
         return I, R, L, P, Q, Z, Gamma, Omega, Delta
+
+    def tile_overlap(self):
+        """Overlap of neighbouring tiles when an image is restored in tiles: two blur-kernel widths, rounded up to
+        a multiple of 8 (the outer quarter of the overlap, more than half a kernel, is where a tile's blur reaches
+        past its edge; the middle half is the cross-fade, see `jude_arch.restore.tiling`)."""
+        return -(-2 * self.kernel_estimator.kernel_size // 8) * 8

@@ -1,13 +1,12 @@
-"""Shims that let BasicSR 1.4.2 run on today's torch and on machines without CUDA (docs/basicsr_plugin.md).
+"""Run-time shims that let BasicSR 1.4.2 run on today's torch and on machines without CUDA (docs/basicsr_plugin.md).
 
-`apply_import_shims` must run before anything imports basicsr; `jude_arch/__init__.py` calls it first (and the
-import hook of `jude_arch/basicsr_hook.py` does when basicsr is imported on its own). `apply_runtime_shims`
-patches three BasicSR functions that assume CUDA, loads options files with a safe YAML loader and checks the
-options JUDE owns for typos; `import jude_arch` applies it, so `jude_arch/train.py`, `jude_arch/test.py` and,
-through the hook, `python -m basicsr.train` all get the fixes.
+`apply_runtime_shims` patches BasicSR's distributed init (no CUDA assumed, the right GPU per node), its resume
+loader (`resume.py`), its options loading (a safe YAML loader, then the typo check of the options JUDE owns)
+and `BaseModel.load_network` (the project's safe checkpoint reader). `import jude_arch` applies it, so
+`jude_arch/train.py`, `jude_arch/test.py` and, through the import hook, `python -m basicsr.train` all get the
+fixes. The one shim that must run before `import basicsr` is in `import_hook.py`.
 """
 import os
-import sys
 from collections import OrderedDict
 
 import yaml
@@ -15,10 +14,10 @@ import yaml
 import torch
 import torch.distributed as dist
 
-from .basicsr_hook import apply_import_shims
-from .checkpoint_io import refusal_message
+from ..checkpoint_io import convert_if_released, read_checkpoint, state_dict_of, strip_module_prefix
+from .resume import load_resume_state
 
-__all__ = ['apply_import_shims', 'apply_runtime_shims', 'dist_backend', 'load_resume_state', 'ResumeError']
+__all__ = ['apply_runtime_shims', 'dist_backend']
 
 
 def dist_backend():
@@ -56,78 +55,17 @@ def _init_dist_slurm(backend=None, port=None):
     dist.init_process_group(backend=dist_backend())
 
 
-class ResumeError(RuntimeError):
-    """A training state that cannot be resumed from; the message names it."""
+def _basicsr_load_network(self, net, load_path, strict=True, param_key='params'):
+    """BasicSR's `BaseModel.load_network` with `weights_only=True` and the authors' release understood."""
+    from basicsr.utils import get_root_logger
 
-
-def _read_state(path, device):
-    """torch.load of a training state (weights_only); an unreadable file raises ResumeError naming it."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # a truncated zip, a refused pickle, an I/O error: the file is named either way
-        refused = refusal_message(path, error)
-        if refused:
-            raise ResumeError(refused) from None
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ResumeError(f'{path}: cannot be loaded as a training state ({reason})') from None
-
-
-def load_resume_state(opt):
-    """BasicSR's `load_resume_state` that also works without CUDA and survives a damaged newest state.
-
-    With `--auto_resume` it takes the newest `<iter>.state` in experiments/<name>/training_states under the
-    run's root (the working directory for our entry points) that loads and whose `models/net_g_<iter>.pth` is
-    there; a newer one that does not (a run killed while saving, a full disk) is skipped with a warning naming
-    it. Otherwise it loads `path.resume_state` when set. Tensors are mapped to this process's GPU, or to the CPU
-    when there is none.
-
-    Args:
-        opt (dict): parsed options (BasicSR's parse_options); `path.resume_state` is filled in on auto-resume.
-
-    Returns:
-        dict | None: the training state, or None when starting fresh.
-    """
-    from basicsr.utils import check_resume, scandir
-
-    device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
-    if opt['auto_resume']:
-        state_dir = opt['path']['training_states']
-        iters = []
-        if os.path.isdir(state_dir):
-            iters = [int(name[:-len('.state')]) for name in scandir(state_dir, suffix='.state', recursive=False)
-                     if name[:-len('.state')].isdigit()]
-        state = None
-        for it in sorted(iters, reverse=True):
-            path = os.path.join(state_dir, f'{it}.state')
-            models = [os.path.join(opt['path']['models'], f'net_{key[len("network_"):]}_{it}.pth')
-                      for key in opt if key.startswith('network_')]
-            try:
-                state = _read_state(path, device)
-            except ResumeError as error:
-                print(f'warning: skipping {error}; trying the previous state', file=sys.stderr, flush=True)
-                continue
-            missing = [model for model in models if not os.path.isfile(model)]
-            if missing:
-                print(f'warning: skipping {path}: its model {missing[0]} is missing; trying the previous state',
-                      file=sys.stderr, flush=True)
-                state = None
-                continue
-            break
-        if state is None:
-            if iters:
-                raise ResumeError(f'no training state in {state_dir} can be resumed from (see the warnings); '
-                                  'start without --auto_resume, or from a checkpoint with path.pretrain_network_g')
-            return None
-        opt['path']['resume_state'] = path
-    elif opt['path'].get('resume_state'):
-        path = opt['path']['resume_state']
-        if not os.path.isfile(path):
-            raise ResumeError(f'resume_state {path} does not exist: fix path.resume_state or use --auto_resume')
-        state = _read_state(path, device)
-    else:
-        return None
-    check_resume(opt, state['iter'])
-    return state
+    net = self.get_bare_model(net)
+    checkpoint = convert_if_released(read_checkpoint(load_path), load_path, get_root_logger().info)
+    state = state_dict_of(checkpoint, load_path, param_key) if param_key is not None else \
+        strip_module_prefix(checkpoint)
+    get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+    self._print_different_keys_loading(net, state, strict)
+    net.load_state_dict(state, strict=strict)
 
 
 class OptionsLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
@@ -162,7 +100,7 @@ def _checked(parse_options):
         return parse_options
 
     def parse_and_check(root_path, is_train=True):
-        from .option_check import check_options
+        from ..option_check import check_options
 
         opt, args = parse_options(root_path, is_train=is_train)
         check_options(opt)
@@ -178,14 +116,13 @@ def apply_runtime_shims():
     on every torch version, and the authors' released checkpoint understood)."""
     import basicsr.test
     import basicsr.train
+    from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util, options
-
-    from .checkpoint_io import install_basicsr_loader
 
     dist_util._init_dist_pytorch = _init_dist_pytorch
     dist_util._init_dist_slurm = _init_dist_slurm
     basicsr.train.load_resume_state = load_resume_state
-    install_basicsr_loader()
+    BaseModel.load_network = _basicsr_load_network
     options.ordered_yaml = _ordered_yaml
     basicsr.train.parse_options = _checked(basicsr.train.parse_options)
     basicsr.test.parse_options = _checked(basicsr.test.parse_options)

@@ -25,7 +25,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ..archs import JUDEKernelNet
 from ..physics import center_pad
-from .jude_model import TB_KERNEL_ZOOM, JUDEModel
+from .jude_model import JUDEModel
+from .validation import TB_KERNEL_ZOOM
 
 DEFAULT_REBLUR = {'type': 'ReblurLoss', 'light': 'linear'}
 

@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
-from .data.lolblur_layout import GT_FOLDER, pair_frames
-from .data.lolblur_lmdb import prepare_lolblur
-from .data.synthesis import synthesize_lolblur
+from ..data.lolblur_layout import GT_FOLDER, pair_frames
+from ..data.lolblur_lmdb import prepare_lolblur
+from ..data.synthesis import synthesize_lolblur
 
-OPTIONS = Path(__file__).resolve().parents[1] / 'options'
+OPTIONS = Path(__file__).resolve().parents[2] / 'options'
 TRAIN_OPTIONS, TEST_OPTIONS = OPTIONS / 'train_jude_demo.yml', OPTIONS / 'test_jude_demo.yml'
 # Must match the names in the two option files.
 EXPERIMENT, TEST_NAME, TEST_SET, SUFFIX = 'JUDE_demo', 'JUDE_demo_test', 'synthetic-LOL-Blur-test', 'JUDE'
