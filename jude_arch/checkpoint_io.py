@@ -70,7 +70,8 @@ def read_checkpoint(path):
 
 def strip_module_prefix(state):
     """State dict without the `module.` prefix that DataParallel / DistributedDataParallel add to every key."""
-    return type(state)((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
+    return type(state)((k[len('module.'):] if isinstance(k, str) and k.startswith('module.') else k, v)
+                       for k, v in state.items())
 
 
 def convert_if_released(checkpoint, path, log=logger.info):

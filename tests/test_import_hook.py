@@ -15,7 +15,7 @@ import pytest
 from training_helpers import PYTHON, ROOT, eval_options, run, tiny_lolblur, tiny_options, write_yaml
 
 HOOK_FILES = {'jude_basicsr_hook.pth', 'jude_arch/basicsr_glue/import_hook.py'}
-HOOK_MODULE = '_jude_basicsr_hook'  # the name the .pth line loads jude_arch/basicsr_hook.py under
+HOOK_MODULE = '_jude_basicsr_hook'  # the name the .pth line loads jude_arch/basicsr_glue/import_hook.py under
 
 
 @pytest.fixture(scope='module')
@@ -119,7 +119,8 @@ def test_this_environment_has_the_hook_installed():
 
 
 def test_the_hook_is_installed_once_however_often_the_file_is_loaded(tmp_path):
-    # site runs a venv's .pth files twice when lib64 links to lib, and jude_arch.basicsr_glue.import_hook is one more copy.
+    # site runs a venv's .pth files twice when lib64 links to lib, and jude_arch.basicsr_glue.import_hook is
+    # one more copy.
     script = tmp_path / 'twice.py'
     script.write_text(
         'import importlib.util as u, sys\n'

@@ -6,7 +6,8 @@ import torch
 from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 
-from jude_arch.models.jude_model import image_name
+from jude_arch.checkpoint_io import TEMPORARY_SUFFIX
+from jude_arch.models.validation import image_name
 from training_helpers import TINY_NET, FakeTensorBoard, make_model, tiny_lolblur, train_batch
 
 
@@ -31,7 +32,7 @@ def test_checkpoint_carries_network_options_and_loads_weights_only(data, tmp_pat
         assert torch.equal(net(x), model.net_g_ema(x))
     state = torch.load(tmp_path / 'training_states' / '1.state', weights_only=True)
     assert state['iter'] == 1 and len(state['optimizers']) == 1
-    assert not list(tmp_path.rglob('*.tmp'))  # written to a temporary file, renamed when complete
+    assert not list(tmp_path.rglob(f'*{TEMPORARY_SUFFIX}'))  # written to a temporary file, renamed when complete
 
 
 def test_ema_averages_parameters_and_copies_buffers(data, tmp_path):

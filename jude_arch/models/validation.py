@@ -7,6 +7,7 @@ estimated kernel.
 """
 import inspect
 import json
+from contextlib import contextmanager
 from os import path as osp
 
 import torch
@@ -66,21 +67,31 @@ class ValidationMixin:
             return out['output'], out['kernel']
         return net(x), None
 
-    def test(self, with_kernel=False):
-        """Restore self.lq into self.output, clamped to [0, 1] (and self.kernel for JUDE when asked)."""
-        # The bare network: under DDP only rank 0 validates, and a DDP forward there could wait for the others.
+    @contextmanager
+    def evaluation(self):
+        """The network to evaluate, in eval mode under inference mode and `val.precision`; its mode is put back.
+
+        The EMA copy when training keeps one, else the bare network: under DDP only rank 0 validates, and a
+        DDP forward there could wait for the others.
+        """
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
+        try:
+            with torch.inference_mode(), autocast(self.device, self.val_precision):
+                yield net
+        finally:
+            net.train(was_training)
+
+    def test(self, with_kernel=False):
+        """Restore self.lq into self.output, clamped to [0, 1] (and self.kernel for JUDE when asked)."""
         self.sharp_estimate = None
-        with torch.inference_mode(), autocast(self.device, self.val_precision):
+        with self.evaluation() as net:
             output, self.kernel = self._restore(net, self.lq, with_kernel)
             # Checked before clamping: clamped (or cast to 8 bits) a NaN output becomes a plausible black image.
             self.output_finite = bool(torch.isfinite(output).all())
             self.output_unclamped = output.float()  # for metrics with float_input (the JUDE paper's SSIM, LPIPS)
             self.output = self.output_unclamped.clamp(0, 1)
-        if was_training:
-            net.train()
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']
