@@ -1,4 +1,7 @@
 """JUDEModel in process: checkpoints, EMA, precision, clipping, schedule checks, validation on full frames."""
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ from basicsr.data import build_dataloader, build_dataset
 
 from jude_arch.checkpoint_io import TEMPORARY_SUFFIX
 from jude_arch.models.validation import image_name
+from jude_arch.restore.restorer import JUDERestorer
 from training_helpers import TINY_NET, FakeTensorBoard, make_model, tiny_lolblur, train_batch
 
 
@@ -149,3 +153,21 @@ def test_test_outputs_are_clamped(data, tmp_path):
     model.lq = torch.rand(1, 3, 24, 24) * 4  # far outside [0, 1]: a raw output would leave it too
     model.test()
     assert model.output.min() >= 0 and model.output.max() <= 1
+
+
+def test_tiled_validation_is_jude_restores_tiling(data, tmp_path):
+    """`val.tile` and `jude-restore --tile` run the one tiled forward, with the overlap the network asks for."""
+    model, _ = make_model(data, tmp_path, network={**TINY_NET, 'kernel_size': 21}, val={'tile': {'size': 144}})
+    x = torch.rand(1, 3, 150, 200)
+    model.lq = x
+    model.test()
+    net = model.net_g_ema if hasattr(model, 'net_g_ema') else model.net_g
+    assert net.tile_overlap() == 48  # 21×21 kernels; not the 32 px of networks without a kernel
+    restorer = JUDERestorer(net, device='cpu', tile=144)
+    torch.testing.assert_close(model.output[0], restorer.restore_tensor(x[0]), atol=1e-6, rtol=0)
+
+
+def test_training_does_not_load_the_inference_stack():
+    code = 'import sys, jude_arch; print(sorted(m for m in sys.modules if m.startswith("jude_arch.restore.")))'
+    loaded = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['jude_arch.restore.tiling']"  # shared with validation; not the restorer
