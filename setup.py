@@ -1,8 +1,8 @@
 """Install JUDE for BasicSR: `pip install -e .` (install torch and torchvision first, see README).
 
 Besides the `jude_arch` package this installs, at the root of site-packages, `jude_basicsr_hook.pth`: at
-start-up it puts the tiny import hook of `jude_arch/basicsr_glue/import_hook.py` in place, which imports `jude_arch` as soon
-as `basicsr` is imported, so BasicSR's own entry points (`python -m basicsr.train`) know JUDE. The .pth file is
+start-up it puts the tiny import hook of `jude_arch/basicsr_glue/import_hook.py` in place, which imports
+`jude_arch` as soon as `basicsr` is imported, so BasicSR's own entry points (`python -m basicsr.train`) know JUDE. The .pth file is
 written here (HOOK_LINE) into the wheel for regular installs (build_py) and into the editable wheel for
 `pip install -e .`. Switch the hook off with JUDE_BASICSR_HOOK=0.
 """

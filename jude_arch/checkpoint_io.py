@@ -137,4 +137,3 @@ def atomic_write(path, write):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-

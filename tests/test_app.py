@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import load_photo, png_declaring
 
-from jude_arch.restore import app, app_service, cli as inference
+from jude_arch.restore import app, cli
 from jude_arch.restore.cli import build_parser as cli_parser
 from jude_arch.restore.cli import main as cli_main
 from jude_arch.restore.photo_io import read_photo
@@ -384,7 +384,7 @@ def test_the_app_shares_the_cli_options_and_defaults_to_automatic_precision_wher
     args = app.build_parser().parse_args(['--model-path', 'm.pth', '--tile', '512', '--max-megapixels', '20'])
     assert (args.tile, args.max_megapixels, args.host) == (512, 20.0, '127.0.0.1')
     assert args.precision in ('auto', cli_parser().get_default('precision'))
-    real_cli_parser = inference.build_parser
+    real_cli_parser = cli.build_parser
 
     def cli_parser_offering_auto():
         parser = real_cli_parser()
@@ -392,5 +392,5 @@ def test_the_app_shares_the_cli_options_and_defaults_to_automatic_precision_wher
         precision.choices, precision.default = ['auto', *(c for c in precision.choices if c != 'auto')], 'fp32'
         return parser
 
-    monkeypatch.setattr(inference, 'build_parser', cli_parser_offering_auto)
+    monkeypatch.setattr(cli, 'build_parser', cli_parser_offering_auto)
     assert app.build_parser().parse_args(['--model-path', 'm.pth']).precision == 'auto'

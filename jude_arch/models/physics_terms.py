@@ -13,7 +13,8 @@ PHYSICS_DEFAULTS = {'light': 'linear', 'max_shift': 4}
 
 
 class PhysicsMixin:
-    """Auxiliary losses (`train.sharp_opt`, `kernel_opt`, `reblur_opt`, `reflectance_opt`) and metrics (`val.physics`)."""
+    """Auxiliary losses (`train.sharp_opt`, `kernel_opt`, `reblur_opt`, `reflectance_opt`) and metrics
+    (`val.physics`)."""
 
     def _init_physics_losses(self, train_opt):
         """Build the auxiliary losses given in the YAML (`PHYSICS_LOSSES`); none by default."""

@@ -54,7 +54,6 @@ def _save_failure(path, error, needed):
     return f'{type(error).__name__}: {error}', False
 
 
-
 def save_with_retry(obj, path, what):
     """Save `obj` atomically (`checkpoint_io.save_atomically`: no half-written checkpoint, no temporary file left,
     Ctrl-C included), retried 3 times as BasicSR does. A save that still fails stops training (BasicSR logs "Just

@@ -43,7 +43,6 @@ def metric_accepts(metric_opt, key):
     return any(p.name == key or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-
 class ValidationMixin:
     """JUDEModel's validation and testing (`val.precision`, `val.tile`, `val.tb_images`, `protocol`)."""
 

@@ -51,7 +51,6 @@ def parse_size(text):
     return height, width
 
 
-
 def machine_info():
     """CPU model, cores, RAM, torch version and threads, CUDA device: what a reader needs to compare."""
     import torch
@@ -73,7 +72,6 @@ def machine_info():
     return info
 
 
-
 def run_case(case, timeout=None):
     """Run one case in a fresh Python process (see the module docstring for why); return its row."""
     command = [sys.executable, '-m', 'jude_arch.tools.benchmark', '--worker', json.dumps(case)]
@@ -87,7 +85,6 @@ def run_case(case, timeout=None):
     stderr = done.stderr.strip().splitlines()
     reason = 'killed (out of memory?)' if done.returncode in (-9, 137) else f'exit code {done.returncode}'
     return dict(case, status=f'failed: {reason}: {stderr[-1][:200] if stderr else "no output"}')
-
 
 
 def skipped_variants(args, device):

@@ -39,7 +39,6 @@ def limit_address_space(limit_bytes):
     resource.setrlimit(resource.RLIMIT_AS, (size + limit_bytes, resource.RLIM_INFINITY))
 
 
-
 def build_case(case):
     """Build what one benchmark case times: the network and a call of the measured step on a random input.
 
@@ -93,7 +92,6 @@ def build_case(case):
             net.zero_grad(set_to_none=True)
 
     return net, step
-
 
 
 def measure(case):
