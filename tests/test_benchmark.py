@@ -13,6 +13,7 @@ from jude_arch import precision
 from jude_arch.tools import benchmark, benchmark_case
 
 
+@pytest.mark.slow
 def test_quick_mode_prints_every_promised_row(tmp_path):
     """The quick plan for the small preset at a tiny size: every row in the table and in the JSON."""
     out = tmp_path / 'bench.json'
@@ -48,6 +49,7 @@ def test_quick_mode_prints_every_promised_row(tmp_path):
     assert '| 1.00× |' in plain_line
 
 
+@pytest.mark.slow
 def test_cpu_peak_memory_counts_what_a_step_touches():
     """The CPU measurement (peak RSS minus RSS before the step) sees a 256 MiB allocation."""
     script = textwrap.dedent('''
@@ -80,6 +82,7 @@ def test_a_failing_compile_is_reported(monkeypatch):
     assert 'median_s' not in row
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_reported_not_fatal():
     row = benchmark.run_case(case(height=256, width=256, mode='train', repeats=1, memory_limit=64 * 2**20))
     assert row['status'].startswith('out of memory'), row['status']
@@ -125,6 +128,7 @@ def test_sizes_are_width_by_height(text, size):
     assert benchmark.parse_size(text) == size
 
 
+@pytest.mark.slow
 def test_bad_arguments_name_the_value():
     done = subprocess.run([sys.executable, '-m', 'jude_arch.tools.benchmark', '--sizes', '640by1120'],
                           capture_output=True, text=True)

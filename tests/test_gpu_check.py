@@ -5,15 +5,17 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from jude_arch.tools import benchmark, benchmark_case, gpu_check
 from jude_arch.archs import JUDE
+from jude_arch.tools import benchmark, benchmark_case, gpu_check
 from training_helpers import ROOT
 
 NO_GPU = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='2')
 
 
+@pytest.mark.slow
 def test_without_a_gpu_the_check_says_so_and_exits_3(tmp_path):
     done = subprocess.run([sys.executable, '-m', 'jude_arch.tools.gpu_check', '--json', str(tmp_path / 'gpu.json')],
                           capture_output=True, text=True, env=NO_GPU, cwd=tmp_path)
@@ -22,6 +24,7 @@ def test_without_a_gpu_the_check_says_so_and_exits_3(tmp_path):
     assert not (tmp_path / 'gpu.json').exists()
 
 
+@pytest.mark.slow
 def test_without_a_gpu_the_cuda_tests_are_skipped_not_errors():
     done = subprocess.run([sys.executable, '-m', 'pytest', '-m', 'cuda', '-q', '-rs', '-p', 'no:cacheprovider',
                            str(ROOT / 'tests' / 'test_cuda.py')], capture_output=True, text=True, env=NO_GPU,

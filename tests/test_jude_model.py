@@ -167,6 +167,7 @@ def test_tiled_validation_is_jude_restores_tiling(data, tmp_path):
     torch.testing.assert_close(model.output[0], restorer.restore_tensor(x[0]), atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_training_does_not_load_the_inference_stack():
     code = 'import sys, jude_arch; print(sorted(m for m in sys.modules if m.startswith("jude_arch.restore.")))'
     loaded = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout

@@ -18,6 +18,7 @@ def test_peak_tensor_memory_counts_the_most_bytes_alive_at_once():
     assert tracker.peak == 3 * 2**20
 
 
+@pytest.mark.slow
 def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
     """Without it every freed 64 MiB tensor goes back to the kernel and the next one page-faults anew."""
     code = ('import resource, torch\n'
@@ -41,6 +42,7 @@ def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
     assert int(holding) < pages // 2  # the kept blocks are reused: (almost) no new pages
 
 
+@pytest.mark.slow
 def test_process_memory_probes_see_a_large_allocation():
     """The probes `jude-restore`'s summary and the benchmark report: resident and peak resident bytes."""
     code = ('import torch\n'

@@ -210,6 +210,7 @@ STEP = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_checkpointing_cuts_full_preset_training_memory(tmp_path):
     """Full preset, CPU, 256×256, batch 2: ≥ 40% less peak memory, same loss and grads.
 

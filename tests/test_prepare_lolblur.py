@@ -251,6 +251,7 @@ def test_cli_bad_input_gives_a_one_line_error(good_tree, tmp_path, cli_main, cas
     assert lmdb_outputs(out) == (['train_gt.lmdb', 'train_lq.lmdb'] if case == 'existing output' else [])
 
 
+@pytest.mark.slow
 def test_cli_in_subprocesses(tmp_path):
     """The script as users run it, three runs at once: a success, a truncated PNG found while writing, and a
     run interrupted by Ctrl-C while writing."""

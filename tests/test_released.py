@@ -182,6 +182,7 @@ def released_file(fixture, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_converts_once_and_never_overwrites(released_file, converted, tmp_path, capsys):
     out = tmp_path / 'jude_released.pth'
     printed = run([PYTHON, '-m', 'jude_arch.released', released_file, out], cwd=ROOT)
@@ -243,6 +244,7 @@ def data(tmp_path_factory):
     return tiny_lolblur(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_finetune_options_start_from_the_release(released_file, converted, data, tmp_path):
     """options/train_jude_finetune_released.yml, adapted to the tiny data and the fixture's sizes, trains 2
     iterations from the released file with the corrected data step."""

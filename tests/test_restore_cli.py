@@ -146,6 +146,7 @@ def test_training_checkpoint_needs_only_model_path_and_bare_weights_need_opt(tmp
                                   cv2.imread(str(tmp_path / 'out' / 'night.png')))
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs(tmp_path, checkpoint, photo_bgr):
     cv2.imwrite(str(tmp_path / 'a.png'), photo_bgr)
     run = subprocess.run([sys.executable, '-m', 'jude_arch.restore', '-i', str(tmp_path / 'a.png'), '-o',
