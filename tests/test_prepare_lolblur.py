@@ -235,7 +235,7 @@ def cli_main():
 @pytest.mark.parametrize('case', ['missing split', 'missing LQ folder', 'LQ without GT', 'truncated PNG',
                                   'mismatched sizes', 'existing output'])
 def test_cli_bad_input_gives_a_one_line_error(good_tree, tmp_path, cli_main, case):
-    """Criterion 8 through the script's argument layer; `test_cli_in_subprocesses` runs the script itself."""
+    """One-line errors through the script's argument layer; `test_cli_in_subprocesses` runs the script itself."""
     out = tmp_path / 'lmdb'
     if case == 'existing output':
         prepare_lolblur(good_tree, out, splits=['train'])
