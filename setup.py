@@ -1,8 +1,8 @@
 """Install JUDE for BasicSR: `pip install -e .` (install torch and torchvision first, see README).
 
 Besides the `jude_arch` package this installs, at the root of site-packages, `jude_basicsr_hook.pth`: at
-start-up it puts the tiny import hook of `jude_arch/basicsr_hook.py` in place, which imports `jude_arch` as soon
-as `basicsr` is imported, so BasicSR's own entry points (`python -m basicsr.train`) know JUDE. The .pth file is
+start-up it puts the tiny import hook of `jude_arch/basicsr_glue/import_hook.py` in place, which imports
+`jude_arch` as soon as `basicsr` is imported, so BasicSR's own entry points (`python -m basicsr.train`) know JUDE. The .pth file is
 written here (HOOK_LINE) into the wheel for regular installs (build_py) and into the editable wheel for
 `pip install -e .`. Switch the hook off with JUDE_BASICSR_HOOK=0.
 """
@@ -15,11 +15,11 @@ from setuptools.command.editable_wheel import editable_wheel
 ROOT = Path(__file__).resolve().parent
 HOOK_PTH = 'jude_basicsr_hook.pth'
 # The .pth line (site runs lines that start with `import`): find the installed jude_arch folder without
-# importing the package (that would import torch at every start-up), load basicsr_hook.py from it by path and
-# install the hook. It does nothing where jude_arch is gone (e.g. a half-uninstalled package).
+# importing the package (that would import torch at every start-up), load basicsr_glue/import_hook.py from it by
+# path and install the hook. It does nothing where jude_arch is gone (e.g. a half-uninstalled package).
 HOOK_LINE = ("import importlib.util as u, os, sys; s = u.find_spec('jude_arch'); "
              "f = s and s.submodule_search_locations and "
-             "os.path.join(list(s.submodule_search_locations)[0], 'basicsr_hook.py'); "
+             "os.path.join(list(s.submodule_search_locations)[0], 'basicsr_glue', 'import_hook.py'); "
              "h = f and os.path.isfile(f) and u.spec_from_file_location('_jude_basicsr_hook', f); "
              "m = h and u.module_from_spec(h); "
              "m and (h.loader.exec_module(m), sys.modules.setdefault('_jude_basicsr_hook', m).install())\n")
@@ -94,7 +94,7 @@ setup(
         # wheelhouse carries, so that GPU machines need no browser tooling).
         'app-test': ['selenium>=4.11'],
     },
-    entry_points={'console_scripts': ['jude-restore=jude_arch.inference:main', 'jude-app=jude_arch.app:main']},
+    entry_points={'console_scripts': ['jude-restore=jude_arch.restore.cli:main', 'jude-app=jude_arch.restore.app:main']},
     classifiers=[
         'Programming Language :: Python :: 3',
         'License :: OSI Approved :: Apache Software License',

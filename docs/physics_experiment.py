@@ -26,8 +26,8 @@ from basicsr.utils import tensor2img
 
 import jude_arch  # noqa: F401  (registers the classes)
 from jude_arch.physics import gaussian_kernel, kernel_entropy, kernel_similarity, psnr_8bit, reblur_psnr
-from jude_arch.restorer import JUDERestorer, load_network
-from jude_arch.visualize import save_intermediates
+from jude_arch.restore.restorer import JUDERestorer, load_network
+from jude_arch.restore.intermediates_panel import save_intermediates
 
 KERNEL_SIZE = 31
 SIGMAS = np.geomspace(0.3, 8, 40)

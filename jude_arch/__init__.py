@@ -3,7 +3,7 @@
 The compatibility shims run first, before basicsr is imported anywhere; the run-time shims (CPU distributed
 training, CPU resume) are applied once basicsr is loaded.
 """
-from .compat import apply_import_shims, apply_runtime_shims
+from .basicsr_glue import apply_import_shims, apply_runtime_shims
 
 apply_import_shims()
 

@@ -4,7 +4,8 @@
 malicious file cannot run code) and turns every failure into a `CheckpointError` that names the file and says
 what to do. `state_dict_of` and `convert_if_released` add the layouts users bring: BasicSR's {'params', 'params_ema'}, a bare
 state dict, DataParallel's `module.` prefix, and the authors' released checkpoint, converted on the fly.
-`install_basicsr_loader` makes BasicSR's `BaseModel.load_network` (`pretrain_network_g`, resume) use it.
+BasicSR's `BaseModel.load_network` (`pretrain_network_g`) goes through it too (`jude_arch.basicsr_glue.shims`).
+`atomic_write` / `save_atomically` are the one way the project writes a file that must never be seen half-written.
 """
 import logging
 import os
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 # GLOBAL os.system" (up to 2.5), "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"
 # (later), "Unsupported class os.system" (older).
 _REFUSED = re.compile(r'(?:GLOBAL|Unsupported class) ([\w.]+)')
+# The suffix of `atomic_write`'s temporary files (`.<name>.<pid>.part`, beside the target).
+TEMPORARY_SUFFIX = '.part'
 
 
 class CheckpointError(ValueError):
@@ -67,7 +70,8 @@ def read_checkpoint(path):
 
 def strip_module_prefix(state):
     """State dict without the `module.` prefix that DataParallel / DistributedDataParallel add to every key."""
-    return type(state)((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
+    return type(state)((k[len('module.'):] if isinstance(k, str) and k.startswith('module.') else k, v)
+                       for k, v in state.items())
 
 
 def convert_if_released(checkpoint, path, log=logger.info):
@@ -107,6 +111,15 @@ def state_dict_of(checkpoint, path, param_key=None):
     return strip_module_prefix(state)
 
 
+def plain(value):
+    """Option trees (BasicSR's OrderedDicts) as plain dicts and lists, loadable with torch.load(weights_only=True)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def save_atomically(obj, path):
     """torch.save to a temporary file beside `path`, renamed into place; nothing is left behind on failure."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
@@ -117,30 +130,10 @@ def atomic_write(path, write):
     filesystem); parent folders are created, and the temporary file is removed on any failure, Ctrl-C too."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.part')
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}')
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _basicsr_load_network(self, net, load_path, strict=True, param_key='params'):
-    """BasicSR's `BaseModel.load_network` with `weights_only=True` and the authors' release understood."""
-    from basicsr.utils import get_root_logger
-
-    net = self.get_bare_model(net)
-    checkpoint = convert_if_released(read_checkpoint(load_path), load_path, get_root_logger().info)
-    state = state_dict_of(checkpoint, load_path, param_key) if param_key is not None else \
-        strip_module_prefix(checkpoint)
-    get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
-    self._print_different_keys_loading(net, state, strict)
-    net.load_state_dict(state, strict=strict)
-
-
-def install_basicsr_loader():
-    """Make every BasicSR model load `pretrain_network_*` through `read_checkpoint` (a run-time shim)."""
-    from basicsr.models.base_model import BaseModel
-
-    BaseModel.load_network = _basicsr_load_network

@@ -25,6 +25,8 @@ from collections import OrderedDict
 
 import torch
 
+from .checkpoint_io import strip_module_prefix
+
 logger = logging.getLogger(__name__)
 
 # Slot s of the release's hyper-net output feeds, at stage t, row s·K + t. Ours is stage-major: row 8·t + j
@@ -52,8 +54,7 @@ def released_state_dict(checkpoint):
     state = checkpoint.get('state_dict', checkpoint)
     if not isinstance(state, dict):
         return None
-    state = OrderedDict((k[len('module.'):] if isinstance(k, str) and k.startswith('module.') else k, v)
-                        for k, v in state.items())
+    state = strip_module_prefix(state)
     if not all(any(isinstance(k, str) and k.startswith(p) for k in state) for p in _SIGNATURE):
         return None
     return state

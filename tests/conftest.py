@@ -1,14 +1,12 @@
-"""Shared fixtures: real photographs bundled with scikit-image, realistic blur kernels. No downloads."""
-import struct
-import zlib
-
+"""Fixtures and hooks only (helpers the tests import are in helpers.py): real photographs bundled with
+scikit-image, realistic blur kernels, a small JUDE. No downloads."""
 import numpy as np
 import pytest
-import skimage.data
-import skimage.transform
 import torch
+from helpers import load_photo
 
 import jude_arch  # noqa: F401  (shims + registration before anything imports basicsr)
+from jude_arch.archs import JUDE, blur
 from jude_arch.data.blur_kernels import camera_shake_kernel
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -18,8 +16,8 @@ TEST_TIMEOUT_S = 600
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'cuda: needs a CUDA GPU (skipped without one); run them with pytest -m cuda')
-    config.addinivalue_line('markers', 'slow: takes minutes (builds and installs packages); deselect with '
-                            '-m "not slow"')
+    config.addinivalue_line('markers', 'slow: runs subprocesses that take long (training runs, builds and installs, '
+                            'the CLI, the web app in a browser); the quick run deselects them with -m "not slow"')
 
 
 def pytest_collection_modifyitems(items):
@@ -27,23 +25,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker('timeout') is None:
             item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
-
-
-def load_photo(name='astronaut', size=256):
-    """A scikit-image sample photo as a 1×3×size×size float64 tensor in [0, 1]."""
-    img = getattr(skimage.data, name)()
-    if img.ndim == 2:
-        img = np.stack([img] * 3, -1)
-    img = skimage.transform.resize(img[..., :3], (size, size), anti_aliasing=True)
-    return torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
-
-
-def png_declaring(width, height):
-    """A well-formed PNG (valid chunks and CRCs) whose header declares width×height but that holds a few bytes."""
-    def chunk(kind, data):
-        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)) +
-            chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
 
 
 @pytest.fixture
@@ -55,3 +36,18 @@ def photo():
 def shake_kernel():
     """A 15×15 camera-shake kernel (1×1×15×15, float64) from a fixed seed."""
     return torch.from_numpy(camera_shake_kernel(15, np.random.default_rng(3)))[None, None]
+
+
+@pytest.fixture(scope='module')
+def small_jude():
+    """The small preset with fixed random weights, in eval mode."""
+    torch.manual_seed(0)
+    return JUDE(preset='small').eval()
+
+
+@pytest.fixture(scope='module')
+def dark_photo():
+    """A real photo made dark and shaky: 3×64×96 RGB in [0, 1]."""
+    sharp = load_photo('astronaut', 96).float()[..., 16:80, :]
+    kernel = torch.from_numpy(camera_shake_kernel(9, np.random.default_rng(1))).float()
+    return (0.3 * blur(sharp, kernel)).clamp(0, 1)[0]

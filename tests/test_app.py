@@ -1,4 +1,4 @@
-"""The web app (jude_arch.app): a real server on a free local port, driven by Gradio's Python client and by
+"""The web app (jude_arch.restore.app): a real server on a free local port, driven by Gradio's Python client and by
 headless Chromium; bad uploads, one restore at a time, offline, nothing left behind."""
 import json
 import os
@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import load_photo, png_declaring
+from helpers import load_photo, png_declaring
 
-from jude_arch import app, inference
-from jude_arch.inference import build_parser as cli_parser
-from jude_arch.inference import main as cli_main
-from jude_arch.photo_io import read_photo
+from jude_arch.restore import app, cli
+from jude_arch.restore.cli import build_parser as cli_parser
+from jude_arch.restore.cli import main as cli_main
+from jude_arch.restore.photo_io import read_photo
 from training_helpers import save_small_checkpoint
 
 CHROMIUM, CHROMEDRIVER = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
@@ -37,7 +37,7 @@ def hook(event, args):
             str(args[1][0]).startswith('127.') or args[1][0] == '::1'):
         print(f'EXTERNAL connection {args[1]!r}', file=sys.stderr, flush=True)
 sys.addaudithook(hook)
-from jude_arch.app import main
+from jude_arch.restore.app import main
 sys.exit(main())
 '''
 
@@ -164,6 +164,7 @@ def _cli_message(tmp_path, checkpoint, photo, caplog):
 # ---------------------------------------------------------------------------------------------- the client API
 
 
+@pytest.mark.slow
 def test_uploads_come_back_full_size_in_their_format_with_the_intermediates(server, photos, tmp_path):
     client = server.client(tmp_path)
     out = server.restore(client, photos / 'night.jpg', photos / 'grey16.png')
@@ -192,6 +193,7 @@ def test_uploads_come_back_full_size_in_their_format_with_the_intermediates(serv
     assert str(server.root) not in shown and '/tmp' not in shown
 
 
+@pytest.mark.slow
 def test_bad_uploads_get_the_cli_message_and_the_server_goes_on(server, photos, checkpoint, tmp_path, caplog):
     client = server.client(tmp_path)
     out = server.restore(client, photos / 'notes.png', photos / 'huge.png', photos / 'night.jpg')
@@ -205,6 +207,7 @@ def test_bad_uploads_get_the_cli_message_and_the_server_goes_on(server, photos, 
     assert after['status'].startswith('**Restored:** night') and 'Not restored' not in after['status']
 
 
+@pytest.mark.slow
 def test_a_setting_the_restorer_refuses_gets_its_message(server, photos, tmp_path):
     client = server.client(tmp_path)
     out = server.restore(client, photos / 'night.jpg', tile='40')
@@ -214,6 +217,7 @@ def test_a_setting_the_restorer_refuses_gets_its_message(server, photos, tmp_pat
     assert "expected 'auto', 0 (no tiling) or a tile size in pixels, got 'big'" in _plain(out['status'])
 
 
+@pytest.mark.slow
 def test_an_upload_over_the_size_limit_is_refused(server, tmp_path):
     import httpx  # Gradio's HTTP client; the upload route is where the limit is enforced
     big = tmp_path / 'big.png'
@@ -223,6 +227,7 @@ def test_an_upload_over_the_size_limit_is_refused(server, tmp_path):
     assert response.status_code == 413 and f'{MAX_UPLOAD_MB * 10**6} bytes' in response.text, response.text
 
 
+@pytest.mark.slow
 def test_progress_counts_photos_and_the_tiles_of_a_large_photo(server, photos, tmp_path):
     from gradio_client import handle_file
     job = server.client(tmp_path).submit(files=[handle_file(str(photos / 'large_a.jpg'))], precision='fp32',
@@ -237,6 +242,7 @@ def test_progress_counts_photos_and_the_tiles_of_a_large_photo(server, photos, t
     assert {length for _, length in tiles} == {12} and len(tiles) >= 3, seen  # 704×528 in 4×3 tiles of ≤ 256
 
 
+@pytest.mark.slow
 def test_two_large_photos_are_restored_one_after_the_other_within_one_photos_memory(server, photos, tmp_path):
     clear_refs = Path(f'/proc/{server.process.pid}/clear_refs')
     if not clear_refs.exists():
@@ -314,6 +320,7 @@ def _upload_and_restore(driver, paths, expected, timeout=180):
     return driver.find_element(By.ID, 'status').text
 
 
+@pytest.mark.slow
 def test_the_page_works_offline_shows_messages_and_results(server, browser, photos, checkpoint, tmp_path, caplog):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -345,6 +352,7 @@ def test_the_page_works_offline_shows_messages_and_results(server, browser, phot
 # ---------------------------------------------------------------------------------------------- start and stop
 
 
+@pytest.mark.slow
 def test_the_server_stays_offline_and_leaves_nothing_behind(server):
     # Runs last: stops the module's server.
     assert 'EXTERNAL' not in server.log, server.log
@@ -374,8 +382,9 @@ def test_without_gradio_the_app_says_how_to_install_it(monkeypatch, checkpoint, 
     assert "pip install 'jude-basicsr[app]'" in caplog.text
 
 
+@pytest.mark.slow
 def test_the_package_and_the_cli_do_not_import_gradio():
-    code = ('import sys, jude_arch, jude_arch.inference, jude_arch.restorer, jude_arch.app; '
+    code = ('import sys, jude_arch, jude_arch.restore.cli, jude_arch.restore.restorer, jude_arch.restore.app; '
             'print(sorted(m for m in sys.modules if m.split(".")[0] in ("gradio", "gradio_client")))')
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout == '[]\n'
 
@@ -384,7 +393,7 @@ def test_the_app_shares_the_cli_options_and_defaults_to_automatic_precision_wher
     args = app.build_parser().parse_args(['--model-path', 'm.pth', '--tile', '512', '--max-megapixels', '20'])
     assert (args.tile, args.max_megapixels, args.host) == (512, 20.0, '127.0.0.1')
     assert args.precision in ('auto', cli_parser().get_default('precision'))
-    real_cli_parser = inference.build_parser
+    real_cli_parser = cli.build_parser
 
     def cli_parser_offering_auto():
         parser = real_cli_parser()
@@ -392,5 +401,5 @@ def test_the_app_shares_the_cli_options_and_defaults_to_automatic_precision_wher
         precision.choices, precision.default = ['auto', *(c for c in precision.choices if c != 'auto')], 'fp32'
         return parser
 
-    monkeypatch.setattr(inference, 'build_parser', cli_parser_offering_auto)
+    monkeypatch.setattr(cli, 'build_parser', cli_parser_offering_auto)
     assert app.build_parser().parse_args(['--model-path', 'm.pth']).precision == 'auto'

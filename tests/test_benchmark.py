@@ -1,4 +1,4 @@
-"""`python -m jude_arch.benchmark`: quick mode prints every row it promises,
+"""`python -m jude_arch.tools.benchmark`: quick mode prints every row it promises,
 measures memory honestly, and reports failures (torch.compile, out of memory) instead of dying."""
 import argparse
 import json
@@ -9,14 +9,16 @@ import textwrap
 import pytest
 import torch
 
-from jude_arch import benchmark, precision
+from jude_arch import precision
+from jude_arch.tools import benchmark, benchmark_case
 
 
+@pytest.mark.slow
 def test_quick_mode_prints_every_promised_row(tmp_path):
     """The quick plan for the small preset at a tiny size: every row in the table and in the JSON."""
     out = tmp_path / 'bench.json'
     done = subprocess.run([
-        sys.executable, '-m', 'jude_arch.benchmark', '--quick', '--presets', 'small', '--sizes', '32x24',
+        sys.executable, '-m', 'jude_arch.tools.benchmark', '--quick', '--presets', 'small', '--sizes', '32x24',
         '--threads', '2', '--flops', '--json', str(out)
     ], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -47,11 +49,12 @@ def test_quick_mode_prints_every_promised_row(tmp_path):
     assert '| 1.00× |' in plain_line
 
 
+@pytest.mark.slow
 def test_cpu_peak_memory_counts_what_a_step_touches():
     """The CPU measurement (peak RSS minus RSS before the step) sees a 256 MiB allocation."""
     script = textwrap.dedent('''
         import torch
-        from jude_arch.benchmark import peak_rss_bytes, rss_bytes
+        from jude_arch.restore.memory import peak_rss_bytes, rss_bytes
         before = rss_bytes()
         x = torch.ones(64 * 2**20)  # 256 MiB, touched
         del x
@@ -74,11 +77,12 @@ def test_a_failing_compile_is_reported(monkeypatch):
         return compiled
 
     monkeypatch.setattr(torch, 'compile', broken_compile)
-    row = benchmark.measure(case(variant='compile'))
+    row = benchmark_case.measure(case(variant='compile'))
     assert row['status'].startswith('failed') and 'C++ compiler' in row['status']
     assert 'median_s' not in row
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_reported_not_fatal():
     row = benchmark.run_case(case(height=256, width=256, mode='train', repeats=1, memory_limit=64 * 2**20))
     assert row['status'].startswith('out of memory'), row['status']
@@ -124,12 +128,13 @@ def test_sizes_are_width_by_height(text, size):
     assert benchmark.parse_size(text) == size
 
 
+@pytest.mark.slow
 def test_bad_arguments_name_the_value():
-    done = subprocess.run([sys.executable, '-m', 'jude_arch.benchmark', '--sizes', '640by1120'],
+    done = subprocess.run([sys.executable, '-m', 'jude_arch.tools.benchmark', '--sizes', '640by1120'],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "'640by1120' is not WIDTHxHEIGHT" in done.stderr
-    done = subprocess.run([sys.executable, '-m', 'jude_arch.benchmark', '--devices', 'mps'],
+    done = subprocess.run([sys.executable, '-m', 'jude_arch.tools.benchmark', '--devices', 'mps'],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "'mps' is not cpu, cuda or cuda:N" in done.stderr
     with pytest.raises(ValueError, match="'checkpoint' only changes training"):
-        benchmark.build_case(case(variant='checkpoint'))
+        benchmark_case.build_case(case(variant='checkpoint'))

@@ -1,4 +1,4 @@
-"""CUDA checks (`pytest -m cuda`; `python -m jude_arch.gpu_check` runs them): skipped where torch sees no GPU.
+"""CUDA checks (`pytest -m cuda`; `python -m jude_arch.tools.gpu_check` runs them): skipped where torch sees no GPU.
 
 1. the small preset's forward and backward on the GPU in fp32, bf16 and fp16 match the CPU's fp32 result
    within the tolerances below, and the FFT data step stays float32 under autocast;
@@ -24,10 +24,10 @@ import pytest
 import skimage.data
 import torch
 
-from conftest import load_photo
+from helpers import load_photo
 from jude_arch.archs import JUDE
 from jude_arch.precision import PRECISIONS
-from jude_arch.restorer import JUDERestorer
+from jude_arch.restore.restorer import JUDERestorer
 from training_helpers import PYTHON, ROOT, run, tiny_lolblur, tiny_options, train_log, write_yaml
 
 DEVICE = torch.device(os.environ.get('JUDE_TEST_DEVICE', 'cuda'))
@@ -165,7 +165,7 @@ def test_restore_a_12_megapixel_photo_with_automatic_tiles(tmp_path):
     state = OrderedDict(net.state_dict())
     torch.save({'params': state, 'network_g': {'type': 'JUDE', **net.config}}, tmp_path / 'jude.pth')
 
-    out = run([PYTHON, '-m', 'jude_arch.inference', '-i', tmp_path / 'night.jpg', '-o', tmp_path / 'restored',
+    out = run([PYTHON, '-m', 'jude_arch.restore', '-i', tmp_path / 'night.jpg', '-o', tmp_path / 'restored',
                '--model-path', tmp_path / 'jude.pth', '--device', DEVICE.type, '--tile', 'auto'], cwd=tmp_path,
               timeout=600)
     restored = cv2.imread(str(tmp_path / 'restored' / 'night.jpg'))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from jude_arch.archs import FFTDataStep, blur, solve_i_update
-from jude_arch.boundary_study import compare_boundaries, format_table, observation_pairs
+from jude_arch.tools.boundary_study import compare_boundaries, format_table, observation_pairs
 
 
 def circular_conv(img, kernel, transpose=False):

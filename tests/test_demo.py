@@ -1,6 +1,8 @@
 """The README's first command, shortened: python -m jude_arch.demo learns, not only runs."""
 import re
 
+import pytest
+
 from training_helpers import PYTHON, run
 
 # 150 iterations on 128×128 frames (4 per photo): measured +4.15 dB here (input 11.51 dB → 15.67 dB); the full
@@ -9,6 +11,7 @@ ITERS = 150
 MIN_GAIN_DB = 3.0
 
 
+@pytest.mark.slow
 def test_short_demo_gains_psnr_on_held_out_pairs(tmp_path):
     out = run([PYTHON, '-m', 'jude_arch.demo', '--work', tmp_path / 'demo', '--iters', ITERS, '--size', 128,
                '--frames-per-photo', 4], cwd=tmp_path, timeout=600)

@@ -20,6 +20,7 @@ def torchrun(options, cwd, *flags):
                env={'OMP_NUM_THREADS': '1'})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='this torch has no torch.distributed')
 def test_two_processes_train_validate_on_rank_0_and_resume(data, tmp_path):
     # No EMA: rank 0 validates with the trained network itself, which DDP wraps.

@@ -106,6 +106,7 @@ def torch_home(tmp_path_factory):
     return home
 
 
+@pytest.mark.slow
 def test_paper_protocol_runs_end_to_end(tmp_path, torch_home):
     """options/test_jude_lolblur_paper.yml through jude_arch/test.py on a file laid out like the authors'
     release ({'state_dict': ...} with 'module.' keys): the small instance of their network in

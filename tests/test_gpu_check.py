@@ -1,27 +1,30 @@
-"""`python -m jude_arch.gpu_check` and the CUDA tests on a machine without a GPU: a clear message and exit
+"""`python -m jude_arch.tools.gpu_check` and the CUDA tests on a machine without a GPU: a clear message and exit
 status 3, the CUDA tests skipped (not errors), and a dry run of the benchmark plan on the CPU."""
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from jude_arch import benchmark, gpu_check
 from jude_arch.archs import JUDE
+from jude_arch.tools import benchmark, benchmark_case, gpu_check
 from training_helpers import ROOT
 
 NO_GPU = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='2')
 
 
+@pytest.mark.slow
 def test_without_a_gpu_the_check_says_so_and_exits_3(tmp_path):
-    done = subprocess.run([sys.executable, '-m', 'jude_arch.gpu_check', '--json', str(tmp_path / 'gpu.json')],
+    done = subprocess.run([sys.executable, '-m', 'jude_arch.tools.gpu_check', '--json', str(tmp_path / 'gpu.json')],
                           capture_output=True, text=True, env=NO_GPU, cwd=tmp_path)
     assert done.returncode == gpu_check.EXIT_NO_GPU == 3
     assert done.stderr.startswith('No CUDA GPU found: torch ') and 'nothing was checked' in done.stderr
     assert not (tmp_path / 'gpu.json').exists()
 
 
+@pytest.mark.slow
 def test_without_a_gpu_the_cuda_tests_are_skipped_not_errors():
     done = subprocess.run([sys.executable, '-m', 'pytest', '-m', 'cuda', '-q', '-rs', '-p', 'no:cacheprovider',
                            str(ROOT / 'tests' / 'test_cuda.py')], capture_output=True, text=True, env=NO_GPU,
@@ -93,7 +96,7 @@ def test_the_fp16_variant_runs_under_fp16_autocast(monkeypatch):
     real = torch.nn.functional.conv2d
     monkeypatch.setattr(torch.nn.functional, 'conv2d', lambda x, w, *a, **k: seen.append(
         torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else None) or real(x, w, *a, **k))
-    net, step = benchmark.build_case(dict(preset='small', height=16, width=16, batch=1, mode='forward',
+    net, step = benchmark_case.build_case(dict(preset='small', height=16, width=16, batch=1, mode='forward',
                                           variant='fp16', device='cpu'))
     step()
     # Every convolution runs in fp16 but the hyper-parameter net's, which keeps float32 on purpose.

@@ -1,4 +1,7 @@
 """JUDEModel in process: checkpoints, EMA, precision, clipping, schedule checks, validation on full frames."""
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -6,7 +9,9 @@ import torch
 from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 
-from jude_arch.models.jude_model import image_name
+from jude_arch.checkpoint_io import TEMPORARY_SUFFIX
+from jude_arch.models.validation import image_name
+from jude_arch.restore.restorer import JUDERestorer
 from training_helpers import TINY_NET, FakeTensorBoard, make_model, tiny_lolblur, train_batch
 
 
@@ -31,7 +36,7 @@ def test_checkpoint_carries_network_options_and_loads_weights_only(data, tmp_pat
         assert torch.equal(net(x), model.net_g_ema(x))
     state = torch.load(tmp_path / 'training_states' / '1.state', weights_only=True)
     assert state['iter'] == 1 and len(state['optimizers']) == 1
-    assert not list(tmp_path.rglob('*.tmp'))  # written to a temporary file, renamed when complete
+    assert not list(tmp_path.rglob(f'*{TEMPORARY_SUFFIX}'))  # written to a temporary file, renamed when complete
 
 
 def test_ema_averages_parameters_and_copies_buffers(data, tmp_path):
@@ -148,3 +153,22 @@ def test_test_outputs_are_clamped(data, tmp_path):
     model.lq = torch.rand(1, 3, 24, 24) * 4  # far outside [0, 1]: a raw output would leave it too
     model.test()
     assert model.output.min() >= 0 and model.output.max() <= 1
+
+
+def test_tiled_validation_is_jude_restores_tiling(data, tmp_path):
+    """`val.tile` and `jude-restore --tile` run the one tiled forward, with the overlap the network asks for."""
+    model, _ = make_model(data, tmp_path, network={**TINY_NET, 'kernel_size': 21}, val={'tile': {'size': 144}})
+    x = torch.rand(1, 3, 150, 200)
+    model.lq = x
+    model.test()
+    net = model.net_g_ema if hasattr(model, 'net_g_ema') else model.net_g
+    assert net.tile_overlap() == 48  # 21×21 kernels; not the 32 px of networks without a kernel
+    restorer = JUDERestorer(net, device='cpu', tile=144)
+    torch.testing.assert_close(model.output[0], restorer.restore_tensor(x[0]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_training_does_not_load_the_inference_stack():
+    code = 'import sys, jude_arch; print(sorted(m for m in sys.modules if m.startswith("jude_arch.restore.")))'
+    loaded = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['jude_arch.restore.tiling']"  # shared with validation; not the restorer

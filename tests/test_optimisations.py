@@ -16,7 +16,7 @@ import torch
 from jude_arch.archs import JUDE, ResUNet
 from jude_arch.archs import operators as operators_module
 from jude_arch.archs import resunet as resunet_module
-from jude_arch.benchmark import meminfo
+from jude_arch.restore.memory import meminfo
 
 TOL = dict(rtol=0, atol=1e-5)
 
@@ -212,7 +212,7 @@ STEP = textwrap.dedent('''
     import json, sys, torch
     import jude_arch
     from jude_arch.archs import JUDE
-    from jude_arch.benchmark import peak_rss_bytes, rss_bytes
+    from jude_arch.restore.memory import peak_rss_bytes, rss_bytes
     torch.set_num_threads(2)
     checkpoint, grads_path = sys.argv[1] == '1', sys.argv[2]
     torch.manual_seed(0)
@@ -228,6 +228,7 @@ STEP = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_checkpointing_cuts_full_preset_training_memory(tmp_path):
     """Full preset, CPU, 256×256, batch 2: ≥ 40% less peak memory, same loss and grads.
 

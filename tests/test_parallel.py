@@ -23,12 +23,13 @@ def fail_on_three(x):
     return x
 
 
-@pytest.mark.parametrize('workers', [1, 2])
+@pytest.mark.parametrize('workers', [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: spawns processes
 def test_results_come_back_in_input_order(workers):
     with worker_map(workers) as imap:
         assert list(imap(square, range(10), chunksize=3)) == [x * x for x in range(10)]
 
 
+@pytest.mark.slow
 def test_workers_are_spawned_not_forked(monkeypatch):
     # A forked worker inherits the parent's threads' locks (torch's OpenMP pool, TensorBoard writers) and
     # can deadlock; a spawned one starts from a fresh interpreter and does not see the parent's modules.
@@ -37,6 +38,7 @@ def test_workers_are_spawned_not_forked(monkeypatch):
         assert list(imap(has_sentinel, range(2))) == [False, False]
 
 
+@pytest.mark.slow
 def test_a_worker_error_reaches_the_caller():
     with pytest.raises(ValueError, match='three'), worker_map(2) as imap:
         list(imap(fail_on_three, range(5)))

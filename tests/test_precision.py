@@ -10,9 +10,9 @@ import torch
 
 from jude_arch import precision
 from jude_arch.archs import JUDE
-from jude_arch.inference import main
+from jude_arch.restore.cli import main
 from jude_arch.models.jude_model import _check_precision
-from jude_arch.restorer import JUDERestorer, RestoreError
+from jude_arch.restore.restorer import JUDERestorer, RestoreError
 
 CPU = torch.device('cpu')
 

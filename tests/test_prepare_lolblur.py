@@ -235,7 +235,7 @@ def cli_main():
 @pytest.mark.parametrize('case', ['missing split', 'missing LQ folder', 'LQ without GT', 'truncated PNG',
                                   'mismatched sizes', 'existing output'])
 def test_cli_bad_input_gives_a_one_line_error(good_tree, tmp_path, cli_main, case):
-    """Criterion 8 through the script's argument layer; `test_cli_in_subprocesses` runs the script itself."""
+    """One-line errors through the script's argument layer; `test_cli_in_subprocesses` runs the script itself."""
     out = tmp_path / 'lmdb'
     if case == 'existing output':
         prepare_lolblur(good_tree, out, splits=['train'])
@@ -251,6 +251,7 @@ def test_cli_bad_input_gives_a_one_line_error(good_tree, tmp_path, cli_main, cas
     assert lmdb_outputs(out) == (['train_gt.lmdb', 'train_lq.lmdb'] if case == 'existing output' else [])
 
 
+@pytest.mark.slow
 def test_cli_in_subprocesses(tmp_path):
     """The script as users run it, three runs at once: a success, a truncated PNG found while writing, and a
     run interrupted by Ctrl-C while writing."""

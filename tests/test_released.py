@@ -18,10 +18,10 @@ import yaml
 from basicsr.archs import build_network
 
 from jude_arch.checkpoint_io import CheckpointError, read_checkpoint
-from jude_arch.inference import main as restore_main
+from jude_arch.restore.cli import main as restore_main
 from jude_arch.released import ReleasedCheckpointError, convert_released, is_released
 from jude_arch.released import main as released_main
-from jude_arch.restorer import JUDERestorer, RestoreError
+from jude_arch.restore.restorer import JUDERestorer, RestoreError
 from training_helpers import PYTHON, ROOT, run, tiny_lolblur, train_log, write_yaml
 
 DATA = Path(__file__).resolve().parent / 'data'
@@ -182,6 +182,7 @@ def released_file(fixture, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_converts_once_and_never_overwrites(released_file, converted, tmp_path, capsys):
     out = tmp_path / 'jude_released.pth'
     printed = run([PYTHON, '-m', 'jude_arch.released', released_file, out], cwd=ROOT)
@@ -243,6 +244,7 @@ def data(tmp_path_factory):
     return tiny_lolblur(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_finetune_options_start_from_the_release(released_file, converted, data, tmp_path):
     """options/train_jude_finetune_released.yml, adapted to the tiny data and the fixture's sizes, trains 2
     iterations from the released file with the corrected data step."""

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from jude_arch.compat import ResumeError, load_resume_state
+from jude_arch.basicsr_glue.resume import ResumeError, load_resume_state
 
 
 def experiment(tmp_path, iters):

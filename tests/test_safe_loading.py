@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from jude_arch.compat import ResumeError, load_resume_state
-from jude_arch.restorer import RestoreError, load_network
+from jude_arch.basicsr_glue.resume import ResumeError, load_resume_state
+from jude_arch.restore.restorer import RestoreError, load_network
 from training_helpers import make_model, tiny_lolblur
 
 

@@ -40,6 +40,7 @@ def trained(data, tmp_path_factory):
     return {'work': work, 'opt': opt, 'first_log': first_log, 'log': train_log(work / 'experiments', NAME)}
 
 
+@pytest.mark.slow
 def test_training_validates_and_checkpoints(trained):
     models = trained['work'] / 'experiments' / NAME / 'models'
     assert {'net_g_6.pth', 'net_g_12.pth', 'net_g_latest.pth'} <= {p.name for p in models.iterdir()}
@@ -51,6 +52,7 @@ def test_training_validates_and_checkpoints(trained):
     assert sorted(p.name for p in vis.iterdir()) == keys
 
 
+@pytest.mark.slow
 def test_auto_resume_continues_from_the_saved_iteration(trained):
     log = trained['log'][len(trained['first_log']):]
     assert 'Resuming training from epoch: 0, iter: 12.' in log
@@ -60,6 +62,7 @@ def test_auto_resume_continues_from_the_saved_iteration(trained):
     assert torch.load(states / '24.state', weights_only=True)['iter'] == 24
 
 
+@pytest.mark.slow
 def test_checkpoint_rebuilds_the_network_on_its_own(trained):
     path = trained['work'] / 'experiments' / NAME / 'models' / 'net_g_latest.pth'
     checkpoint = torch.load(path, weights_only=True)
@@ -69,6 +72,7 @@ def test_checkpoint_rebuilds_the_network_on_its_own(trained):
     assert net.config['num_stages'] == 2 and net.config['kernel_size'] == 15
 
 
+@pytest.mark.slow
 def test_test_script_writes_metrics_and_images_named_by_video(trained):
     work = trained['work']
     checkpoint = work / 'experiments' / NAME / 'models' / 'net_g_latest.pth'

@@ -10,8 +10,9 @@ import torch
 from basicsr.data import build_dataloader, build_dataset
 
 import jude_arch.train
-from jude_arch.models import jude_model
-from jude_arch.models.jude_model import TrainingStopped
+from jude_arch.checkpoint_io import TEMPORARY_SUFFIX
+from jude_arch.models import training_guards
+from jude_arch.models.training_guards import TrainingStopped
 from training_helpers import make_model, tiny_lolblur, tiny_options, train_batch, write_yaml
 
 
@@ -116,13 +117,13 @@ def test_a_failed_save_stops_and_leaves_no_temporary_file(data, tmp_path, monkey
         raise RuntimeError('[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file '
                            'data/0: file write failed')
 
-    monkeypatch.setattr(jude_model.torch, 'save', full_disk)
-    monkeypatch.setattr(jude_model.shutil, 'disk_usage', lambda folder: DiskUsage(10**9, 10**9 - 4096, 4096))
+    monkeypatch.setattr(training_guards.torch, 'save', full_disk)
+    monkeypatch.setattr(training_guards.shutil, 'disk_usage', lambda folder: DiskUsage(10**9, 10**9 - 4096, 4096))
     with pytest.raises(KeyboardInterrupt if interrupt else TrainingStopped) as error:
         model.save(epoch=0, current_iter=2)
     if not interrupt:
         assert f'no space left on device in {tmp_path / "models"}: needed ~' in str(error.value)
-    assert not list(tmp_path.rglob('*.tmp')) and not list(tmp_path.rglob('*.pth'))
+    assert not list(tmp_path.rglob(f'*{TEMPORARY_SUFFIX}')) and not list(tmp_path.rglob('*.pth'))
 
 
 def test_other_save_errors_are_retried_then_stop(tmp_path, monkeypatch):
@@ -132,10 +133,10 @@ def test_other_save_errors_are_retried_then_stop(tmp_path, monkeypatch):
         calls.append(path)
         raise OSError(errno.EACCES, 'Permission denied')
 
-    monkeypatch.setattr(jude_model.torch, 'save', flaky)
-    monkeypatch.setattr(jude_model.time, 'sleep', lambda seconds: None)
+    monkeypatch.setattr(training_guards.torch, 'save', flaky)
+    monkeypatch.setattr(training_guards.time, 'sleep', lambda seconds: None)
     with pytest.raises(TrainingStopped, match='cannot save the model .*x.pth: PermissionError'):
-        jude_model._save_with_retry({'w': torch.zeros(3)}, str(tmp_path / 'x.pth'), 'model')
+        training_guards.save_with_retry({'w': torch.zeros(3)}, str(tmp_path / 'x.pth'), 'model')
     assert len(calls) == 3
 
 
@@ -172,10 +173,10 @@ def test_training_on_a_full_disk_exits_naming_the_folder(data, tmp_path, monkeyp
             f.write(b'\0' * 1000)
         raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr(jude_model.torch, 'save', enospc)
+    monkeypatch.setattr(training_guards.torch, 'save', enospc)
     opt = tiny_options(data, 'full_disk', total_iter=2, val={'val_freq': 100})
     message, _ = run_train_main(opt, tmp_path, monkeypatch, log)
     models = tmp_path / 'experiments' / 'full_disk' / 'models'
     assert message.startswith(f'error: cannot save the model {models}') and f'no space left on device in {models}' \
         in message
-    assert not list(tmp_path.rglob('*.tmp'))
+    assert not list(tmp_path.rglob(f'*{TEMPORARY_SUFFIX}'))

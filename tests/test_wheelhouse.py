@@ -17,7 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from jude_arch import wheelhouse
+from jude_arch.tools import wheelhouse
 from training_helpers import PYTHON, run
 
 

@@ -173,3 +173,9 @@ class JUDE(nn.Module):
     def _operator_index(self, t):
         """Which D_P, D_Q, D_Z stage t uses: the shared one, or its own (share_operators: false)."""
         return 0 if len(self.prox_p) == 1 else t
+
+    def tile_overlap(self):
+        """Overlap of neighbouring tiles when an image is restored in tiles: two blur-kernel widths, rounded up to
+        a multiple of 8 (the outer quarter of the overlap, more than half a kernel, is where a tile's blur reaches
+        past its edge; the middle half is the cross-fade, see `jude_arch.restore.tiling`)."""
+        return -(-2 * self.kernel_estimator.kernel_size // 8) * 8

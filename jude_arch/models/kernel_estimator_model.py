@@ -25,7 +25,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ..archs import JUDEKernelNet
 from ..physics import center_pad
-from .jude_model import TB_KERNEL_ZOOM, JUDEModel
+from ..precision import autocast
+from .jude_model import JUDEModel
+from .validation import TB_KERNEL_ZOOM
 
 DEFAULT_REBLUR = {'type': 'ReblurLoss', 'light': 'linear'}
 
@@ -66,7 +68,7 @@ class KernelEstimatorModel(JUDEModel):
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
-        with self._autocast(self.precision):
+        with autocast(self.device, self.precision):
             kernel, _ = self.net_g(self.lq)
         kernel = kernel.float()
         self.kernel = kernel.detach()
@@ -91,14 +93,9 @@ class KernelEstimatorModel(JUDEModel):
 
     def test(self, with_kernel=True):
         """Estimate the kernels of self.lq into self.kernel (N×1×k×k)."""
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
-        with torch.inference_mode(), self._autocast(self.val_precision):
+        with self.evaluation() as net:
             self.kernel = net(self.lq)[0].float()
         self.sharp_estimate = None
-        if was_training:
-            net.train()
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']

@@ -5,12 +5,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import load_photo
+from helpers import load_photo
 
 from jude_arch.archs import JUDE
-from jude_arch.inference import main
-from jude_arch.restorer import JUDERestorer
-from jude_arch.visualize import CELL, render_panel, save_intermediates
+from jude_arch.restore.cli import main
+from jude_arch.restore.restorer import JUDERestorer
+from jude_arch.restore.intermediates_panel import CELL, render_panel, save_intermediates
 
 
 @pytest.fixture(scope='module')
@@ -101,8 +101,8 @@ def test_cli_saves_intermediates_beside_the_layout(tmp_path, jude, dark_bgr):
 def test_stage_images_are_drawn_like_the_input(dark_bgr, monkeypatch):
     """A stage's I that equals the input is drawn exactly like the input cell (same channel order and gain): the
     colours the panel shows are the network's, not a display artefact."""
-    from jude_arch import visualize
-    from jude_arch.restorer import Intermediates
+    from jude_arch.restore import intermediates_panel as visualize
+    from jude_arch.restore.restorer import Intermediates
 
     cells, labelled = {}, visualize._labelled
 

@@ -1,4 +1,4 @@
-"""jude-restore (jude_arch.inference): folders, image kinds, EXIF orientation, bad files, checkpoints."""
+"""jude-restore (jude_arch.restore.cli): folders, image kinds, EXIF orientation, bad files, checkpoints."""
 import logging
 import subprocess
 import sys
@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import load_photo, png_declaring
+from helpers import load_photo, png_declaring
 from PIL import Image
 
-from jude_arch.inference import main
-from jude_arch.photo_io import read_photo
+from jude_arch.restore.cli import main
+from jude_arch.restore.photo_io import read_photo
 from training_helpers import save_small_checkpoint
 
 EXIF_ORIENTATION = 0x0112
@@ -146,36 +146,14 @@ def test_training_checkpoint_needs_only_model_path_and_bare_weights_need_opt(tmp
                                   cv2.imread(str(tmp_path / 'out' / 'night.png')))
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs(tmp_path, checkpoint, photo_bgr):
     cv2.imwrite(str(tmp_path / 'a.png'), photo_bgr)
-    run = subprocess.run([sys.executable, '-m', 'jude_arch.inference', '-i', str(tmp_path / 'a.png'), '-o',
+    run = subprocess.run([sys.executable, '-m', 'jude_arch.restore', '-i', str(tmp_path / 'a.png'), '-o',
                           str(tmp_path / 'out'), '--model-path', str(checkpoint), '--tile', '0'],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / 'out' / 'a.png').exists() and 'Restored 1 of 1 image(s)' in run.stderr
-
-
-def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
-    """Without it every freed 64 MiB tensor goes back to the kernel and the next one page-faults anew."""
-    code = ('import resource, torch\n'
-            'from jude_arch.memory import hold_freed_memory\n'
-            'def faults():\n'
-            '    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n'
-            '    for _ in range(10):\n'
-            '        torch.empty(2**24).fill_(1)\n'
-            '    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n'
-            'default = faults()\n'
-            'held = hold_freed_memory()\n'
-            'faults()  # the first blocks kept are new memory\n'
-            'print(held, default, faults())\n')
-    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    held, default, holding = run.stdout.split()
-    if held != 'True':
-        pytest.skip('malloc tuning needs glibc')
-    pages = 2**24 * 4 // 4096  # of one tensor
-    assert int(default) > 10 * pages * 0.9  # every tensor faults in each of its pages
-    assert int(holding) < pages // 2  # the kept blocks are reused: (almost) no new pages
 
 
 def test_a_diverged_checkpoint_is_refused_at_load(tmp_path, checkpoint, photo_bgr, caplog):
@@ -194,7 +172,7 @@ def test_an_unwritable_output_is_refused_before_restoring(tmp_path, checkpoint, 
     cv2.imwrite(str(tmp_path / 'a.png'), photo_bgr)
     (tmp_path / 'file').write_text('not a folder')
     restored = []
-    monkeypatch.setattr('jude_arch.inference.restore_one', lambda *args: restored.append(args))
+    monkeypatch.setattr('jude_arch.restore.cli.restore_one', lambda *args: restored.append(args))
     for output, message in ((tmp_path / 'file', 'exists and is not a folder'),
                             (tmp_path / 'file' / 'out', 'cannot write there')):
         assert main(['-i', str(tmp_path / 'a.png'), '-o', str(output), '--model-path', str(checkpoint)]) == 2

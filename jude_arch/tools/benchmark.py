@@ -1,9 +1,9 @@
 """Benchmark JUDE: time and peak memory of a forward pass (inference) and of a training step.
 
-    python -m jude_arch.benchmark --quick                   # the CPU subset, planned for 5 minutes on 2 cores
-    python -m jude_arch.benchmark                           # every preset × size × mode × variant
-    python -m jude_arch.benchmark --presets full --sizes 1120x640 --modes forward --variants default bf16
-    python -m jude_arch.benchmark --quick --flops --json bench.json   # + GFLOP per call, + a JSON record
+    python -m jude_arch.tools.benchmark --quick                   # the CPU subset, planned for 5 minutes on 2 cores
+    python -m jude_arch.tools.benchmark                           # every preset × size × mode × variant
+    python -m jude_arch.tools.benchmark --presets full --sizes 1120x640 --modes forward --variants default bf16
+    python -m jude_arch.tools.benchmark --quick --flops --json bench.json   # + GFLOP per call, + a JSON record
 
 Sizes are width×height (LOL-Blur frames are 1120x640). Every case runs in a fresh subprocess, so that its
 peak memory is its own and a case that runs out of memory or crashes is reported without ending the run:
@@ -21,26 +21,12 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
-import time
-from contextlib import nullcontext
 
-# What each variant changes, relative to `default` (the network as configured by its preset).
-VARIANTS = {
-    'plain': 'unoptimised reference: channels_last=False, every update of every stage computed '
-             '(return_intermediates=True), torch.no_grad instead of torch.inference_mode',
-    'nchw': 'channels_last=False',
-    'default': 'the preset as is: channels_last, dead last-stage updates skipped, inference_mode',
-    'bf16': 'default under bf16 autocast (FFT step and unrolled variables stay float32)',
-    'fp16': 'default under fp16 autocast (for GPUs; FFT step and unrolled variables stay float32)',
-    'checkpoint': 'checkpoint_stages=True (training only: recompute operator activations in backward)',
-    'checkpoint+bf16': 'checkpoint_stages=True under bf16 autocast (training only)',
-    'compile': 'torch.compile(default); "first s" includes the compilation',
-}
-TRAIN_ONLY = ('checkpoint', 'checkpoint+bf16')
+from ..restore.memory import meminfo
+from .benchmark_case import TRAIN_ONLY, VARIANT_PRECISION, VARIANTS, limit_address_space, measure
+
 MODES = ('forward', 'train')
 PRESETS = ('small', 'full')
 SIZES = ('256x256', '512x512', '1120x640')
@@ -52,7 +38,6 @@ QUICK = {
     'full': {'forward': ('plain', 'default', 'bf16'), 'train': ()},
 }
 RESULT_TAG = 'JUDE_BENCHMARK_RESULT '
-AUTOCAST = {'bf16': 'bfloat16', 'checkpoint+bf16': 'bfloat16', 'fp16': 'float16'}
 
 
 def parse_size(text):
@@ -70,7 +55,7 @@ def machine_info():
     """CPU model, cores, RAM, torch version and threads, CUDA device: what a reader needs to compare."""
     import torch
 
-    from .precision import cpu_bf16_feature
+    from ..precision import cpu_bf16_feature
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
@@ -87,162 +72,9 @@ def machine_info():
     return info
 
 
-def meminfo(key):
-    """A /proc/meminfo field in bytes, 0 where there is no /proc (macOS, Windows)."""
-    try:
-        with open('/proc/meminfo') as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ':'))
-    except (OSError, StopIteration):
-        return 0
-
-
-def rss_bytes():
-    """Current resident set size of this process (Linux); None where it cannot be read."""
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    except (OSError, ValueError):
-        return None
-
-
-def peak_rss_bytes():
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == 'darwin' else peak * 1024
-
-
-def _limit_address_space(limit_bytes):
-    """Cap this process's address space at its current size plus limit_bytes (CPU cases only: CUDA
-    reserves vast virtual ranges)."""
-    try:
-        with open('/proc/self/statm') as f:
-            size = int(f.read().split()[0]) * os.sysconf('SC_PAGE_SIZE')
-    except OSError:
-        return
-    resource.setrlimit(resource.RLIMIT_AS, (size + limit_bytes, resource.RLIM_INFINITY))
-
-
-def build_case(case):
-    """Build what one benchmark case times: the network and a call of the measured step on a random input.
-
-    Args:
-        case (dict): preset, height, width, batch, mode ('forward' | 'train'), variant (see VARIANTS),
-            device.
-
-    Returns:
-        tuple: (net, step) where step() runs one forward pass or one training step (forward, L1 loss,
-        backward, gradients released as `zero_grad` does).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    import jude_arch  # noqa: F401  (BasicSR shims before anything imports basicsr)
-    from jude_arch.archs import JUDE
-
-    variant, device = case['variant'], torch.device(case['device'])
-    if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r}; choose from {list(VARIANTS)}')
-    if case['mode'] == 'forward' and variant in TRAIN_ONLY:
-        raise ValueError(f'variant {variant!r} only changes training; use it with mode "train"')
-    options = {}
-    if variant in ('plain', 'nchw'):
-        options['channels_last'] = False
-    if variant in TRAIN_ONLY:
-        options['checkpoint_stages'] = True
-    torch.manual_seed(0)
-    net = JUDE(case['preset'], **options).to(device).train(case['mode'] == 'train')
-    model = torch.compile(net) if variant == 'compile' else net
-    x = 0.3 * torch.rand(case['batch'], 3, case['height'], case['width'], device=device)
-    amp = (torch.autocast(device.type, dtype=getattr(torch, AUTOCAST[variant])) if variant in AUTOCAST else
-           nullcontext())
-
-    def forward():
-        with amp:
-            if variant == 'plain':
-                return model(x, return_intermediates=True)['output']
-            return model(x)
-
-    if case['mode'] == 'forward':
-        grad_mode = torch.no_grad if variant == 'plain' else torch.inference_mode
-
-        def step():
-            with grad_mode():
-                forward()
-    else:
-        target = torch.rand_like(x)
-
-        def step():
-            F.l1_loss(forward().float(), target).backward()
-            net.zero_grad(set_to_none=True)
-
-    return net, step
-
-
-def measure(case):
-    """Run one case in this process; return its result row (time in s, memory in bytes, FLOPs)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    if case.get('threads'):
-        torch.set_num_threads(case['threads'])
-    row = dict(case, threads=torch.get_num_threads(), status='ok')
-    cuda = case['device'].startswith('cuda')
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # as BasicSR's train and test pipelines set it
-    try:
-        net, step = build_case(case)
-        sync = torch.cuda.synchronize if cuda else (lambda: None)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-        else:
-            before = rss_bytes() or peak_rss_bytes()
-        # The first call compiles (compile variant) and sets the memory high-water mark.
-        start = time.perf_counter()
-        step()
-        sync()
-        row['first_s'] = time.perf_counter() - start
-        for _ in range(case['warmup'] - 1):
-            step()
-        wall, cpu = [], []
-        for _ in range(case['repeats']):
-            sync()
-            start, start_cpu = time.perf_counter(), time.process_time()
-            step()
-            sync()
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        row['times_s'] = wall
-        row['median_s'] = statistics.median(wall)
-        if not cuda:
-            row['cpu_median_s'] = statistics.median(cpu)
-        row['peak_bytes'] = (torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()) - before
-        row['parameters'] = sum(p.numel() for p in net.parameters())
-        if case.get('flops') and case['variant'] != 'compile':
-            # One more call, after memory and time are taken: FlopCounterMode keeps tensors alive (it
-            # defeats checkpointing's savings) and slows the call down.
-            with FlopCounterMode(display=False) as counter:
-                step()
-            row['gflop'] = counter.get_total_flops() / 1e9
-    except (torch.cuda.OutOfMemoryError, MemoryError) as error:
-        row['status'] = f'out of memory: {_first_line(error)}'
-    except RuntimeError as error:
-        # CPU allocations beyond the address-space limit surface as RuntimeError("... can't allocate memory").
-        out_of_memory = 'allocate' in str(error) or 'out of memory' in str(error).lower()
-        row['status'] = f'{"out of memory" if out_of_memory else "failed"}: {_first_line(error)}'
-    except Exception as error:  # a failing torch.compile (no compiler, unsupported op) must not end the run
-        row['status'] = f'failed: {type(error).__name__}: {_first_line(error)}'
-    return row
-
-
-def _first_line(error):
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]
-
-
 def run_case(case, timeout=None):
     """Run one case in a fresh Python process (see the module docstring for why); return its row."""
-    command = [sys.executable, '-m', 'jude_arch.benchmark', '--worker', json.dumps(case)]
+    command = [sys.executable, '-m', 'jude_arch.tools.benchmark', '--worker', json.dumps(case)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -259,13 +91,13 @@ def skipped_variants(args, device):
     """Variants the plan leaves out on a device unless --variants names them: {variant: reason}."""
     if device != 'cpu' or args.variants:
         return {}
-    from .precision import cpu_bf16_feature
+    from ..precision import cpu_bf16_feature
 
     skipped = {'fp16': 'fp16 is for GPUs (few fast fp16 CPU kernels)'}
     if args.quick and cpu_bf16_feature() is None:
         reason = ('this CPU has no native bf16 (no AMX, no AVX512-BF16): PyTorch emulates it, about 12× slower '
                   'than fp32')
-        skipped.update({variant: reason for variant, dtype in AUTOCAST.items() if dtype == 'bfloat16'})
+        skipped.update({variant: reason for variant, precision in VARIANT_PRECISION.items() if precision == 'bf16'})
     return skipped
 
 
@@ -317,7 +149,7 @@ def _number(value, digits):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m jude_arch.benchmark', description=__doc__.split('\n\n')[0],
+        prog='python -m jude_arch.tools.benchmark', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='Variants:\n' + '\n'.join(f'  {name:16s}{text}' for name, text in VARIANTS.items()))
     parser.add_argument('--quick', action='store_true',
@@ -343,13 +175,13 @@ def main(argv=None):
     if args.worker:
         case = json.loads(args.worker)
         if case['device'] == 'cpu' and case.get('memory_limit'):
-            _limit_address_space(case['memory_limit'])
+            limit_address_space(case['memory_limit'])
         print(RESULT_TAG + json.dumps(measure(case)), flush=True)
         return
 
     import torch
 
-    from .precision import auto_precision
+    from ..precision import auto_precision
     if args.batch < 1 or args.warmup < 1 or args.repeats < 1:
         parser.error('--batch, --warmup and --repeats must be at least 1')
     if args.sizes is None:

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .checkpoint_io import atomic_write
-from .data.image_io import IMAGE_EXTENSIONS, ImageDataError, decode_image, image_header, is_image_file
+from ..checkpoint_io import atomic_write
+from ..data.image_io import IMAGE_EXTENSIONS, ImageDataError, decode_image, image_header, is_image_file
 
 __all__ = ['DEFAULT_MAX_PIXELS', 'IMAGE_EXTENSIONS', 'ImageDataError', 'is_image_file',
            'output_extension', 'read_photo', 'write_bytes', 'write_image']

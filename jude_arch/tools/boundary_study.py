@@ -1,6 +1,6 @@
 """Which boundary should the FFT data step assume? A measurement on photos whose borders hold real content.
 
-`python -m jude_arch.boundary_study` prints the table of docs/boundary.md. Every observation is cut from a
+`python -m jude_arch.tools.boundary_study` prints the table of docs/boundary.md. Every observation is cut from a
 LARGER blurred photo, so the pixels just outside its frame are real scene content that the blur carried in:
 exactly the situation of a camera photo (and of a training crop). An observation made by blurring the crop
 itself with reflected borders would favour the 'reflect' boundary by construction.
@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import torch
 
-from .archs.data_step import BLUR_BOUNDARIES, blur, solve_i_update
-from .data.blur_kernels import camera_shake_kernel
-from .data.synthesis import _load_photo, skimage_photo_paths
+from ..archs.data_step import BLUR_BOUNDARIES, blur, solve_i_update
+from ..data.blur_kernels import camera_shake_kernel
+from ..data.synthesis import _load_photo, skimage_photo_paths
 
 
 def _psnr(a, b, mask=None):

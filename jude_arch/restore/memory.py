@@ -1,4 +1,7 @@
-"""Memory facts the restorer sizes its tiles by: free memory of a device, peak tensor memory of a call.
+"""Memory probes: free memory of a device, peak tensor memory of a call, the process's resident memory.
+
+The restorer sizes its tiles by the first two (`tile_planning.py`); `jude-restore` and the benchmark report the
+process's memory with the others.
 
 `PeakTensorMemory` counts the bytes of every tensor storage created while it is active and keeps the
 largest total alive at once: the activation memory of a forward pass, on any device and under any
@@ -63,12 +66,18 @@ def _cgroup_headroom():
     return None
 
 
-def _available_ram():
+def meminfo(key):
+    """A /proc/meminfo field in bytes, 0 where there is no /proc (macOS, Windows) or no such field."""
     try:
         with open('/proc/meminfo') as f:
-            fields = dict(line.split(':', 1) for line in f)
-        available = int(fields['MemAvailable'].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ':'))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0
+
+
+def _available_ram():
+    available = meminfo('MemAvailable')
+    if not available:
         try:
             available = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
         except (ValueError, OSError, AttributeError):
@@ -92,8 +101,17 @@ def available_memory(device):
     return None
 
 
-def peak_process_memory():
-    """Peak resident memory of this process so far, in bytes (None where the OS does not report it)."""
+def rss_bytes():
+    """Current resident set size of this process (Linux); None where it cannot be read."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError):
+        return None
+
+
+def peak_rss_bytes():
+    """Peak resident set size of this process so far, in bytes (None where the OS does not report it)."""
     try:
         import resource  # POSIX only
     except ImportError:
@@ -107,10 +125,10 @@ def hold_freed_memory():
 
     PyTorch's CPU allocator caches nothing and glibc returns every block over its mmap threshold (at
     most 32 MiB) to the kernel on free, so each large activation of every stage and tile is a fresh
-    mapping that the kernel zero-fills page by page. Measured on a 2-core Xeon (small preset, fp32,
-    one 1024×1024 forward): 2.2 M page faults and 3.5 s of system time per forward, about a quarter
-    of its CPU time; with this, none. The price: the process keeps its peak memory until it exits,
-    which suits a batch run (`jude-restore` calls it at start-up). Does nothing without glibc.
+    mapping that the kernel zero-fills page by page: page faults and system time take a large share of a
+    forward's CPU time (README, "Restore your photos", has the measurement); with this, none. The price: the
+    process keeps its peak memory until it exits, which suits a batch run (`jude-restore` and the web app call
+    it at start-up). Does nothing without glibc.
 
     Returns:
         bool: whether malloc accepted the settings.

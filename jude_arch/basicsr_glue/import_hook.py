@@ -74,7 +74,7 @@ class BasicSRHook:
     """Meta-path finder that intercepts the first `import basicsr` and then removes itself."""
 
     # Finders are recognised by this mark, not by identity: this file can be loaded more than once (site
-    # runs a venv's .pth files twice when lib64 links to lib; `jude_arch.basicsr_hook` is another copy).
+    # runs a venv's .pth files twice when lib64 links to lib; `jude_arch.basicsr_glue.import_hook` is another copy).
     is_jude_basicsr_hook = True
 
     @classmethod

@@ -1,12 +1,12 @@
 """jude-restore: restore dark, shaky photos with a trained JUDE.
 
-    python -m jude_arch.inference -i <file or folder> -o <folder> --model-path <checkpoint> [options]
+    python -m jude_arch.restore -i <file or folder> -o <folder> --model-path <checkpoint> [options]
 
 (also installed as the `jude-restore` command). Folders are walked recursively and their layout is
 kept under the output folder; an input is never overwritten; a file that cannot be read or restored
 is reported and skipped. Exit status: 0 when every image was restored, 1 when some failed, 2 when the
-run could not start (arguments, checkpoint, no images). All restoring is `jude_arch.restorer.JUDERestorer`.
-`jude-restore --web --model-path <checkpoint>` starts the web app instead (`jude_arch.app`, `jude-app`).
+run could not start (arguments, checkpoint, no images). All restoring is `JUDERestorer` (`restorer.py`).
+`jude-restore --web --model-path <checkpoint>` starts the web app instead (`app.py`, `jude-app`).
 """
 import argparse
 import logging
@@ -21,11 +21,13 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .memory import hold_freed_memory, peak_process_memory
+from ..precision import CHOICES as PRECISION_CHOICES
+from .errors import RestoreError
+from .intermediates_panel import save_intermediates
+from .memory import hold_freed_memory, peak_rss_bytes
+from .network_loading import read_network_options
 from .photo_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, is_image_file, output_extension, read_photo, write_image
-from .precision import CHOICES as PRECISION_CHOICES
-from .restorer import JUDERestorer, RestoreError, read_network_options
-from .visualize import save_intermediates
+from .restorer import JUDERestorer
 
 logger = logging.getLogger('jude_arch')
 INTERMEDIATES_DIR = 'intermediates'
@@ -191,7 +193,7 @@ def failure_message(error, path):
 
 
 def _summary(done, failures, seconds, device):
-    peak = peak_process_memory()
+    peak = peak_rss_bytes()
     memory = [] if peak is None else [f'{peak / 2**30:.2f} GiB process peak RSS']
     if device.type == 'cuda':
         memory.append(f'{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB CUDA peak allocated')

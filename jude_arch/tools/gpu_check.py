@@ -1,12 +1,12 @@
 """Check a CUDA machine in one command: the CUDA tests, then the GPU benchmark, one table, one JSON file.
 
-    python -m jude_arch.gpu_check                      # from a clone of the repository (the tests live there)
-    python -m jude_arch.gpu_check --json gpu.json --skip-tests
+    python -m jude_arch.tools.gpu_check                      # from a clone of the repository (the tests live there)
+    python -m jude_arch.tools.gpu_check --json gpu.json --skip-tests
 
 1. `pytest -m cuda tests/`: forward/backward in fp32/bf16/fp16 against the CPU, the FFT step in float32 under
    autocast, JUDEModel training and --auto_resume in every precision, torchrun over NCCL, jude-restore of a
    12 MP photo with automatic tiles, torch.compile against eager.
-2. The benchmark (each case in a fresh process, `jude_arch.benchmark`): the full preset's inference at 1120×640
+2. The benchmark (each case in a fresh process, `jude_arch.tools.benchmark`): the full preset's inference at 1120×640
    in fp32, bf16 and fp16; phase 1's training step (crop 256, batch 12, with the phase files' gradient
    checkpointing, in fp32 and bf16); phase 3's peak memory (crop 512, batch 4) with and without checkpointing.
 
@@ -23,10 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+from ..restore.memory import meminfo
 from . import benchmark
 
 EXIT_NO_GPU = 3
-TESTS = Path(__file__).resolve().parents[1] / 'tests'
+TESTS = Path(__file__).resolve().parents[2] / 'tests'
 # (what it measures, preset, width×height, batch, mode, variants, repeats)
 PLAN = (
     ('inference 1120×640', 'full', (1120, 640), 1, 'forward', ('default', 'bf16', 'fp16'), 3),
@@ -80,7 +81,7 @@ def format_table(device_name, tests, rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m jude_arch.gpu_check', description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m jude_arch.tools.gpu_check', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda', help='cuda (default), cuda:N, or cpu for a dry run')
     parser.add_argument('--json', default='gpu_check.json', metavar='PATH', help='where to write the results')
@@ -114,7 +115,7 @@ def main(argv=None):
 
     rows = []
     cases = [] if args.skip_benchmark else plan(args.device, args.quick)
-    memory_limit = int(0.9 * benchmark.meminfo('MemAvailable')) or None
+    memory_limit = int(0.9 * meminfo('MemAvailable')) or None
     for i, case in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {case['purpose']}: {case['preset']} {case['width']}x{case['height']} batch "
               f"{case['batch']} {case['mode']} {case['variant']} ...", end=' ', flush=True)

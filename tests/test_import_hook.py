@@ -14,8 +14,8 @@ import pytest
 
 from training_helpers import PYTHON, ROOT, eval_options, run, tiny_lolblur, tiny_options, write_yaml
 
-HOOK_FILES = {'jude_basicsr_hook.pth', 'jude_arch/basicsr_hook.py'}
-HOOK_MODULE = '_jude_basicsr_hook'  # the name the .pth line loads jude_arch/basicsr_hook.py under
+HOOK_FILES = {'jude_basicsr_hook.pth', 'jude_arch/basicsr_glue/import_hook.py'}
+HOOK_MODULE = '_jude_basicsr_hook'  # the name the .pth line loads jude_arch/basicsr_glue/import_hook.py under
 
 
 @pytest.fixture(scope='module')
@@ -42,6 +42,7 @@ def basicsr_root():
             (root / folder).rmdir()
 
 
+@pytest.mark.slow
 def test_basicsr_train_and_test_modules_find_jude(data, tmp_path, basicsr_root):
     """`python -m basicsr.train` / `basicsr.test` of the installed package train and test JUDE with JUDEModel."""
     root, name = basicsr_root
@@ -54,6 +55,7 @@ def test_basicsr_train_and_test_modules_find_jude(data, tmp_path, basicsr_root):
     assert re.search(r'# psnr: \d+\.\d+', out) and 'Model [JUDEModel] is created.' in out
 
 
+@pytest.mark.slow
 def test_the_hook_is_lazy(tmp_path):
     """Start-up puts the finder in place and imports nothing heavy; importing basicsr brings in JUDE."""
     code = (f'import sys; h = sys.modules["{HOOK_MODULE}"]; '
@@ -66,6 +68,7 @@ def test_the_hook_is_lazy(tmp_path):
     assert python(code, tmp_path) == '(False, False, True) True False True True True True'
 
 
+@pytest.mark.slow
 def test_the_hook_can_be_switched_off(tmp_path):
     # With the hook off nothing applies the torchvision shim either, so the test applies it by hand.
     code = ('import sys, torchvision.transforms.functional as F; '
@@ -98,6 +101,7 @@ def wheels(tmp_path_factory):
     return {kind: next((out / kind).glob('*.whl')) for kind in ('regular', 'editable')}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['regular', 'editable'])
 def test_both_kinds_of_install_carry_the_hook(wheels, tmp_path, kind):
     with zipfile.ZipFile(wheels[kind]) as wheel:
@@ -118,12 +122,14 @@ def test_this_environment_has_the_hook_installed():
     assert sys.modules.get(HOOK_MODULE) is not None
 
 
+@pytest.mark.slow
 def test_the_hook_is_installed_once_however_often_the_file_is_loaded(tmp_path):
-    # site runs a venv's .pth files twice when lib64 links to lib, and jude_arch.basicsr_hook is one more copy.
+    # site runs a venv's .pth files twice when lib64 links to lib, and jude_arch.basicsr_glue.import_hook is
+    # one more copy.
     script = tmp_path / 'twice.py'
     script.write_text(
         'import importlib.util as u, sys\n'
-        f'path = {str(ROOT / "jude_arch" / "basicsr_hook.py")!r}\n'
+        f'path = {str(ROOT / "jude_arch" / "basicsr_glue" / "import_hook.py")!r}\n'
         'sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "is_jude_basicsr_hook", False)]\n'
         'for name in ("copy_a", "copy_b"):\n'
         '    spec = u.spec_from_file_location(name, path)\n'

@@ -1,6 +1,6 @@
 """Build a wheelhouse: this project and what a GPU machine without internet lacks, installable offline.
 
-    python -m jude_arch.wheelhouse wheelhouse/ --python-version 3.12        # on a machine with internet
+    python -m jude_arch.tools.wheelhouse wheelhouse/ --python-version 3.12        # on a machine with internet
     pip install --no-index --find-links wheelhouse/ 'jude-basicsr[test]'    # on the GPU machine
 
 GPU images come with their own PyTorch build (and usually numpy, OpenCV, scikit-image), which must stay as it
@@ -36,7 +36,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT = 'jude-basicsr'
 PROVIDED = ('torch', 'torchvision', 'numpy', 'opencv-python', 'scikit-image')
 EXTRAS = ('test', )
@@ -185,7 +185,7 @@ def _version(wheel):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m jude_arch.wheelhouse', description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m jude_arch.tools.wheelhouse', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='Install on the target: pip install --no-index --find-links <out> '
                                      "'jude-basicsr[test]'")

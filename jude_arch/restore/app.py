@@ -4,10 +4,10 @@
     jude-restore --web --model-path <checkpoint> [options]        (the same)
 
 A local web page (Gradio, the optional `[app]` extra) on top of what `jude-restore` uses: the photos
-are read, restored and written by `jude_arch.photo_io` and `JUDERestorer` with the CLI's rules (a
-download of the full-resolution result in the input's format and bit depth), the "inside JUDE" view
-is the intermediates panel's pictures (`jude_arch.visualize.panel_views`), the settings are the CLI's
-options and a photo that cannot be restored gets the CLI's message.
+are read, restored and written by `photo_io.py` and `JUDERestorer` with the CLI's rules (a download of
+the full-resolution result in the input's format and bit depth; `app_service.py` does the restoring), the
+"inside JUDE" view is the intermediates panel's pictures (`intermediates_panel.panel_views`), the settings
+are the CLI's options and a photo that cannot be restored gets the CLI's message.
 
 Safe by default: it listens on 127.0.0.1 unless --host says otherwise; uploads are capped in bytes
 (--max-upload-mb) and pixels (--max-megapixels, checked from the header before decoding); restores run
@@ -17,7 +17,6 @@ temporary folder, removed when the app stops. Offline: no analytics, no version 
 scripts from elsewhere (system fonts), nothing downloaded at start-up.
 """
 import argparse
-import contextvars
 import copy
 import importlib.util
 import logging
@@ -27,190 +26,23 @@ import signal
 import sys
 import tempfile
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import inference
+from ..archs import JUDE
+from . import cli
+from .app_service import KEEP_FILES_S, Batch, RestoreService
+from .errors import RestoreError
 from .memory import hold_freed_memory
-from .photo_io import IMAGE_EXTENSIONS, output_extension, read_photo, write_image
-from .restorer import JUDERestorer, RestoreError, load_network, read_network_options
-from .visualize import LAMBDA_NAMES, GAMMA_NAMES, panel_views, save_intermediates, to_display
+from .network_loading import load_network, read_network_options
+from .photo_io import IMAGE_EXTENSIONS
+from .restorer import JUDERestorer
 
 logger = logging.getLogger('jude_arch')
 
 # jude-restore's options that the app shares, copied from its parser: one definition of each.
 SHARED_OPTIONS = ('--model-path', '--opt', '--device', '--precision', '--tile', '--tile-overlap', '--max-megapixels')
-PREVIEW_SIDE = 2048  # longest side of the before/after pictures in the page (the download is full size)
-VIEW_SIDE = 640  # longest side of the "inside JUDE" pictures
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away instead of piling up
-KEEP_FILES_S = 3600  # results and Gradio's cached copies are deleted after this long
-RESULT_SUFFIX = '_jude'
 INSTALL_HINT = "the web app needs Gradio: pip install 'jude-basicsr[app]' (or pip install -e '.[app]' in a clone)"
-_SYMBOLS = dict(zip(LAMBDA_NAMES + GAMMA_NAMES, ('λ1', 'λ2', 'λ3', 'λ4', 'λ5', 'γ_P', 'γ_Q', 'γ_Z')))
-
-
-# ---------------------------------------------------------------------------------------------- restoring
-
-
-@dataclass
-class PhotoResult:
-    """One restored upload: the files the page shows and offers (all inside the app's temporary folder).
-
-    Attributes:
-        name (str): the upload's file name.
-        size (tuple[int, int]): width, height.
-        seconds (float): time to read, restore and write it.
-        downloads (list[Path]): the full-resolution result (input's format and bit depth), the panel,
-            the kernels (.npy) and the per-stage λ/γ (.json), as `jude-restore --save-intermediates` writes them.
-        before (Path), after (Path): 8-bit previews of input and result for the comparison.
-        blur (list[tuple[Path, str]]): the estimated kernel(s) (and weight map; tile layout when tiled).
-        stages (list[tuple[Path, str]]): the input and I after each stage, at one display gain.
-        retinex (list[tuple[Path, str]]): L, R, L̂, R̂.
-        table (list[list[str]]): header and one row per stage of λ/γ (means over tiles when tiled).
-        tiled (bool): whether the photo went through the network in several tiles.
-    """
-
-    name: str
-    size: tuple
-    seconds: float
-    downloads: list
-    before: Path
-    after: Path
-    blur: list
-    stages: list
-    retinex: list
-    table: list
-    tiled: bool
-
-
-@dataclass
-class Batch:
-    """What one request produced: the restored photos and a message per photo that failed (or a setting)."""
-
-    results: list = field(default_factory=list)
-    messages: list = field(default_factory=list)
-
-
-class RestoreService:
-    """Restores uploads one at a time with one network, all on one thread; no Gradio here.
-
-    One thread, not a lock: glibc's malloc gives each thread its own arena, and with freed memory kept
-    for reuse (`hold_freed_memory`) a restore on another thread cannot reuse what the previous one
-    freed, so the server's memory would grow by a photo's worth for every thread that ever restored.
-
-    Args:
-        network (torch.nn.Module): the loaded network (see `jude_arch.restorer.load_network`).
-        workdir (str | Path): the app's temporary folder; results go to `<workdir>/results/<request>/`.
-        tile_overlap (int | None): as `JUDERestorer`'s.
-        max_pixels (int | None): uploads declaring more pixels are refused before decoding.
-    """
-
-    def __init__(self, network, workdir, tile_overlap=None, max_pixels=None):
-        self.network = network
-        self.results_dir = Path(workdir) / 'results'
-        self.tile_overlap = tile_overlap
-        self.max_pixels = max_pixels
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='jude-restore')
-        self._restorer = None
-        self._settings = None
-        self._requests = 0
-
-    def restorer(self, device, precision, tile):
-        """The restorer for these settings; rebuilt when they change (it moves the one network to its device)."""
-        settings = (device, precision, tile)
-        if settings != self._settings:
-            self._restorer = self._settings = None
-            self._restorer = JUDERestorer(self.network, device=device, precision=precision, tile=tile,
-                                          tile_overlap=self.tile_overlap)
-            self._settings = settings
-        return self._restorer
-
-    def restore(self, paths, device, precision, tile, track=None):
-        """Restore uploaded files; a file that cannot be restored gets a message and the others go on.
-
-        Args:
-            paths (list[str | Path]): the uploads (their file names are the names shown).
-            device, precision, tile: the restorer's settings.
-            track (callable | None): wraps the iteration over the photos, e.g. in a progress bar.
-
-        Returns:
-            Batch: results in upload order and messages ('<name>: <what is wrong>').
-        """
-        # The caller's context goes along: Gradio finds the request's progress bar through it.
-        job = self._worker.submit(contextvars.copy_context().run, self._restore, paths, device, precision, tile,
-                                  track)
-        return job.result()
-
-    def close(self):
-        """Finish the running restore and stop the worker thread."""
-        self._worker.shutdown()
-
-    def _restore(self, paths, device, precision, tile, track):
-        batch = Batch()
-        try:
-            restorer = self.restorer(device, precision, tile)
-        except RestoreError as error:
-            batch.messages.append(f'settings: {error}')
-            return batch
-        self._requests += 1
-        folder = self.results_dir / f'{self._requests:05d}'
-        self._remove_old_results()
-        used = set()
-        for path in (paths if track is None else track(paths)):
-            path = Path(path)
-            name = path.name
-            try:
-                batch.results.append(self._restore_one(restorer, path, name, folder, used))
-            except Exception as error:  # report, skip, go on with the next photo
-                message = inference.failure_message(error, path).replace(str(path), name)
-                logger.error(f'{name}: {message}')
-                batch.messages.append(f'{name}: {message}')
-        return batch
-
-    def _remove_old_results(self):
-        # A page keeps offering its photos' pictures (the photo selector) for as long as Gradio keeps its copies.
-        if self.results_dir.is_dir():
-            for old in self.results_dir.iterdir():
-                if time.time() - old.stat().st_mtime > KEEP_FILES_S:
-                    shutil.rmtree(old, ignore_errors=True)
-
-    def _restore_one(self, restorer, path, name, folder, used):
-        start = time.perf_counter()
-        image = read_photo(path, max_pixels=self.max_pixels)
-        height, width = image.shape[:2]
-        logger.info(f'{name}: restoring {width}×{height}')
-        restored, intermediates = restorer.restore(image, return_intermediates=True, tile_progress=True)
-        stem = Path(name).stem
-        for n in range(1, len(used) + 2):  # two uploads with one name get separate files
-            unique = stem if n == 1 else f'{stem}_{n}'
-            if unique not in used:
-                break
-        used.add(unique)
-        target = folder / unique / f'{stem}{RESULT_SUFFIX}{output_extension(Path(name).suffix, "auto", restored)}'
-        write_image(target, restored)
-        extras = save_intermediates(target.with_suffix(''), image, restored, intermediates)
-        views = panel_views(image, restored, intermediates, size=VIEW_SIDE)
-
-        def save(picture, file_name):
-            file = folder / unique / 'view' / file_name
-            write_image(file, picture)
-            return file
-
-        def pictures(views_, kind):
-            return [(save(picture, f'{kind}_{i}.png'), label) for i, (label, picture) in enumerate(views_)]
-
-        before = save(to_display(image, PREVIEW_SIDE), 'before.jpg')
-        after = save(to_display(restored, PREVIEW_SIDE), 'after.jpg')
-        # The kernel(s) and weight map; with tiles also the input with the tile boxes drawn.
-        blur = pictures(views.overview[2:] + (views.overview[:1] if views.tiled else []), 'blur')
-        table = [['stage', *(_SYMBOLS[n] for n in views.names)]]
-        table += [[str(t + 1), *(f'{v:.4g}' for v in row)] for t, row in enumerate(views.table)]
-        seconds = time.perf_counter() - start
-        logger.info(f'{name}: restored in {seconds:.1f} s')
-        return PhotoResult(name, (width, height), seconds, [target, *extras], before, after, blur,
-                           pictures(views.stages, 'stage'), pictures(views.retinex, 'retinex'), table, views.tiled)
 
 
 # ---------------------------------------------------------------------------------------------- the page
@@ -249,9 +81,9 @@ def build_app(service, defaults, model_label):
     """
     import gradio as gr
 
-    cli = inference.build_parser()
-    choices = {dest: cli._option_string_actions[f'--{dest}'].choices for dest in ('precision', 'device')}
-    parse_tile = cli._option_string_actions['--tile'].type
+    restore_cli = cli.build_parser()
+    choices = {dest: restore_cli._option_string_actions[f'--{dest}'].choices for dest in ('precision', 'device')}
+    parse_tile = restore_cli._option_string_actions['--tile'].type
 
     def view(results, index):
         """The comparison and the "inside JUDE" pictures of the photo the selector shows."""
@@ -315,7 +147,7 @@ def build_app(service, defaults, model_label):
                         'learned denoisers. The factors of a product are each shown at their own brightness.')
             # One row each: the kernel(s) (with the weight map or tile layout), the input and every stage, the
             # four Retinex factors; pictures are never cropped.
-            stage_count = getattr(service.network, 'config', {}).get('num_stages', 5) + 1
+            stage_count = service.network.config['num_stages'] + 1 if isinstance(service.network, JUDE) else 6
             blur = gr.Gallery(label='Estimated blur', columns=4, fit_columns=False, height=260, object_fit='contain',
                               elem_id='blur')
             stages = gr.Gallery(label='The sharp low-light image I after each stage', columns=min(stage_count, 6),
@@ -337,12 +169,12 @@ def build_app(service, defaults, model_label):
 
 def build_parser():
     """jude-app's options: jude-restore's model, device, precision, tile and pixel options, and the server's."""
-    cli = inference.build_parser()
+    restore_cli = cli.build_parser()
     parser = argparse.ArgumentParser(prog='jude-app', description='Restore night photos in the browser with a '
                                      'trained JUDE model, and see what it did.')
     for option in SHARED_OPTIONS:
         # argparse has no public way to share one option between two parsers that differ otherwise.
-        parser._add_action(copy.copy(cli._option_string_actions[option]))
+        parser._add_action(copy.copy(restore_cli._option_string_actions[option]))
     precision = parser._option_string_actions['--precision']
     if 'auto' in (precision.choices or ()):  # where the restorer can choose, the page lets it
         precision.default = 'auto'
@@ -371,10 +203,10 @@ def _theme(gr):
 
 def _model_label(model_path, network):
     """The checkpoint's file name (never its folder) and what the network is."""
-    config = getattr(network, 'config', {})
-    details = [f'{config["num_stages"]} stages'] if 'num_stages' in config else []
-    if 'kernel_size' in config:
-        details.append(f'{config["kernel_size"]}×{config["kernel_size"]} blur kernel')
+    details = []
+    if isinstance(network, JUDE):
+        config = network.config
+        details += [f'{config["num_stages"]} stages', f'{config["kernel_size"]}×{config["kernel_size"]} blur kernel']
     details.append(f'{sum(p.numel() for p in network.parameters()) / 1e6:.1f} M parameters')
     return f'{Path(model_path).name}: {type(network).__name__}, {", ".join(details)}'
 
@@ -389,7 +221,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if argv is None:
         hold_freed_memory()
-    with inference._console_logging():
+    with cli._console_logging():
         return _serve(args)
 
 

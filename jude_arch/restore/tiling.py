@@ -6,11 +6,19 @@ in that tile (the band whose blur reaches past the tile, where the tile is least
 half is a raised-cosine cross-fade, and the two cross-fading weights are complementary, so the weights
 of all tiles sum to exactly 1 at every pixel. The 2-D weights are outer products of the 1-D ones,
 which keeps that property. A tile at least as large as the image is the image itself, with weight 1.
+
+`tiled_forward` runs a network tile by tile and blends the results: the one tiled forward of the project, used
+by `JUDERestorer` (`jude-restore`, the web app) and by `JUDEModel`'s validation (`val.tile`).
 """
 import math
 from dataclasses import dataclass
 
 import torch
+
+from ..archs import JUDE
+
+# Overlap for networks that do not say what they need (JUDE does: `JUDE.tile_overlap`).
+GENERIC_OVERLAP = 32
 
 
 def tile_spans(length, tile, overlap):
@@ -116,3 +124,30 @@ class TileGrid:
         for r, ((top, bottom), w_row) in enumerate(zip(self.rows, self._row_weights)):
             for c, ((left, right), w_col) in enumerate(zip(self.cols, self._col_weights)):
                 yield Tile(r, c, top, bottom, left, right, torch.outer(w_row, w_col).float())
+
+
+def overlap_for(net):
+    """The tile overlap a network needs: JUDE's own (two blur-kernel widths), `GENERIC_OVERLAP` for any other."""
+    return net.tile_overlap() if isinstance(net, JUDE) else GENERIC_OVERLAP
+
+
+def tiled_forward(forward, x, grid, tiles=None):
+    """Run `forward` on every tile of an image and blend the outputs with the grid's weights.
+
+    Args:
+        forward (callable): forward(x_tile, tile) → N×C×h×w output of the tile (any device; it may also record
+            per-tile results of its own).
+        x (Tensor): N×C×H×W input.
+        grid (TileGrid): the tiles of x.
+        tiles (Iterable[Tile] | None): the grid's tiles to iterate, e.g. wrapped in a progress bar; None: the grid.
+
+    Returns:
+        Tensor: N×C×H×W float32, on the device of the tiles' outputs.
+    """
+    output = None
+    for tile in grid if tiles is None else tiles:
+        restored = forward(x[..., tile.top:tile.bottom, tile.left:tile.right], tile).float()
+        if output is None:
+            output = restored.new_zeros(*restored.shape[:-2], *x.shape[-2:])
+        output[..., tile.top:tile.bottom, tile.left:tile.right] += tile.weight.to(restored.device) * restored
+    return output
