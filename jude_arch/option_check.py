@@ -3,9 +3,10 @@
 BasicSR reads its options with `opt.get(...)` scattered through the code, so a misspelt key is simply never
 read. `check_options` compares the sections whose readers are known against the keys those readers take and
 names the closest valid key. Checked:
-- `train` and `val` when `model_type` is JUDEModel: BasicSR's keys (basicsr/train.py, SRModel, BaseModel) and
-  JUDEModel's own;
-- every `datasets.*` of type LOLBlurDataset: the dataset's and BasicSR's data loader's keys;
+- `train` and `val` when the registered `model_type` declares its additions (`TRAIN_OPTIONS`, `VAL_OPTIONS`, as
+  JUDEModel does): BasicSR's keys (basicsr/train.py, SRModel, BaseModel) and the model's own;
+- every `datasets.*` whose registered type declares its additions (`OPTIONS`, as LOLBlurDataset does): those,
+  PairedImageDataset's and BasicSR's data loader's keys;
 - `network_*` and the `train.*_opt` losses, whatever their type, against the registered class's options: those it
   declares with an `option_names()` classmethod (JUDE: the fields of `JUDEConfig`), else its constructor's arguments
   when it takes no `**kwargs` (an unknown one would fail there with a bare TypeError).
@@ -13,8 +14,6 @@ Other sections are BasicSR's own or another plugin's and are left alone.
 """
 import difflib
 import inspect
-
-from .data.lolblur_dataset import EXTRA_IMAGES
 
 # What basicsr 1.4.2 reads from `train` for an SRModel (train.py, models/sr_model.py, models/base_model.py) ...
 BASICSR_TRAIN_KEYS = ('total_iter', 'warmup_iter', 'ema_decay', 'pixel_opt', 'perceptual_opt', 'optim_g', 'scheduler')
@@ -26,14 +25,6 @@ BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'dataroot_gt', 'dataro
                         'use_hflip', 'use_rot', 'color', 'mean', 'std', 'meta_info_file', 'filename_tmpl',
                         'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
                         'pin_memory', 'persistent_workers', 'num_prefetch_queue')
-# JUDEModel's additions: precision and the divergence guards, the physics losses; validation's precision, tiling,
-# TensorBoard images and physics metrics.
-TRAIN_KEYS = BASICSR_TRAIN_KEYS + ('precision', 'grad_clip', 'max_nonfinite_steps', 'sharp_opt', 'kernel_opt',
-                                   'reblur_opt', 'reflectance_opt')
-VAL_KEYS = BASICSR_VAL_KEYS + ('precision', 'tile', 'tb_images', 'physics')
-# LOLBlurDataset's additions: phase-3 noise, the crop for validation, the physics extras.
-DATASET_KEYS = BASICSR_DATASET_KEYS + ('lq_noise', 'crop_to_multiple', 'dataroot_kernel', 'kernel_size') + tuple(
-    f'dataroot_{name}' for name in EXTRA_IMAGES)
 
 
 class OptionError(ValueError):
@@ -48,13 +39,20 @@ def _check_keys(section, where, known):
             raise OptionError(f'options: unknown key {where}.{key}; {hint}')
 
 
+def _registered(registry, type_name):
+    """The class registered under type_name, or None (BasicSR's own error names an unknown type)."""
+    try:
+        return registry.get(type_name) if isinstance(type_name, str) else None
+    except KeyError:
+        return None
+
+
 def _constructor_keys(registry, type_name):
     """Option names of a registered class (its `option_names()`, else its constructor's keyword arguments), or None
     when it takes **kwargs without declaring them or is unknown."""
-    try:
-        cls = registry.get(type_name)
-    except KeyError:
-        return None  # BasicSR's own error names an unknown type
+    cls = _registered(registry, type_name)
+    if cls is None:
+        return None
     if hasattr(cls, 'option_names'):
         return ['type', *cls.option_names()]
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
@@ -77,15 +75,19 @@ def check_options(opt):
     Args:
         opt (dict): options as BasicSR's parse_options returns them.
     """
-    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
-    if opt.get('model_type') == 'JUDEModel':
-        for name, known in (('train', TRAIN_KEYS), ('val', VAL_KEYS)):
-            if isinstance(opt.get(name), dict):
-                _check_keys(opt[name], name, known)
+    model = _registered(MODEL_REGISTRY, opt.get('model_type'))
+    for name, basicsr_keys, declared in (('train', BASICSR_TRAIN_KEYS, 'TRAIN_OPTIONS'),
+                                         ('val', BASICSR_VAL_KEYS, 'VAL_OPTIONS')):
+        if hasattr(model, declared) and isinstance(opt.get(name), dict):
+            _check_keys(opt[name], name, basicsr_keys + getattr(model, declared))
     for phase, dataset in (opt.get('datasets') or {}).items():
-        if isinstance(dataset, dict) and dataset.get('type') == 'LOLBlurDataset':
-            _check_keys(dataset, f'datasets.{phase}', DATASET_KEYS)
+        if not isinstance(dataset, dict):
+            continue
+        dataset_cls = _registered(DATASET_REGISTRY, dataset.get('type'))
+        if hasattr(dataset_cls, 'OPTIONS'):
+            _check_keys(dataset, f'datasets.{phase}', BASICSR_DATASET_KEYS + dataset_cls.OPTIONS)
     for name, section in opt.items():
         if name.startswith('network_'):
             _check_constructor(section, name, ARCH_REGISTRY)

@@ -125,6 +125,39 @@ def test_typos_in_judes_sections_are_refused(section, typo, message, monkeypatch
         parse_checked(opt, monkeypatch, tmp_path)
 
 
+@pytest.mark.parametrize('section, typo, message', [
+    ('train', 'reblur_otp', 'unknown key train.reblur_otp; did you mean reblur_opt?'),
+    ('val', 'phyiscs', 'unknown key val.phyiscs; did you mean physics?'),
+    ('datasets.train', 'lenght', 'unknown key datasets.train.lenght; did you mean length?'),
+])
+def test_typos_in_the_kernel_estimators_file_are_refused(section, typo, message, monkeypatch, tmp_path):
+    """KernelEstimatorModel and ShakeBlurDataset are checked through the option names their classes declare."""
+    opt = json.loads(json.dumps(parse('train_kernel_estimator.yml', monkeypatch, tmp_path)))
+    node = opt
+    for part in section.split('.'):
+        node = node[part]
+    node[typo] = 1
+    with pytest.raises(OptionError, match=re.escape(message)):
+        check_options(opt)
+
+
+def test_the_checked_names_are_the_ones_the_classes_declare(monkeypatch, tmp_path):
+    """Declared once: a key a model or dataset class adds to its declaration is accepted, with no list to edit."""
+    from jude_arch.data import LOLBlurDataset
+    from jude_arch.models.jude_model import JUDEModel
+
+    opt = demo_options(monkeypatch, tmp_path)
+    opt['train']['new_knob'] = opt['val']['new_knob'] = opt['datasets']['train']['new_knob'] = 1
+    with pytest.raises(OptionError, match='train.new_knob'):
+        check_options(opt)
+    monkeypatch.setattr(JUDEModel, 'TRAIN_OPTIONS', JUDEModel.TRAIN_OPTIONS + ('new_knob', ))
+    monkeypatch.setattr(JUDEModel, 'VAL_OPTIONS', JUDEModel.VAL_OPTIONS + ('new_knob', ))
+    with pytest.raises(OptionError, match='datasets.train.new_knob'):
+        check_options(opt)
+    monkeypatch.setattr(LOLBlurDataset, 'OPTIONS', LOLBlurDataset.OPTIONS + ('new_knob', ))
+    check_options(opt)
+
+
 def test_network_g_takes_every_jude_option(monkeypatch, tmp_path):
     """JUDE's option names come from its config: every field is accepted (refine_steps included) and builds."""
     opt = demo_options(monkeypatch, tmp_path)

@@ -64,6 +64,10 @@ class LOLBlurDataset(PairedImageDataset):
             kernel_size (int): odd side the true kernels are zero-padded to, centred (they are batched). Default: 31.
     """
 
+    # The options read here on top of PairedImageDataset's (the docstring); the options check refuses others.
+    OPTIONS = ('lq_noise', 'crop_to_multiple', 'dataroot_kernel', 'kernel_size') + tuple(
+        f'dataroot_{name}' for name in EXTRA_IMAGES)
+
     def __init__(self, opt):
         super(PairedImageDataset, self).__init__()  # the parent's __init__ would scan the folders flat
         self.opt = opt

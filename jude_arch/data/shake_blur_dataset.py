@@ -41,6 +41,9 @@ class ShakeBlurDataset(data.Dataset):
             phase (str): 'train' or 'val' (set by BasicSR).
     """
 
+    # Its own options (the docstring); with BasicSR's dataset and loader keys, the options check refuses others.
+    OPTIONS = ('kernel_size', 'length', 'degradation', 'seed')
+
     def __init__(self, opt):
         super().__init__()
         self.opt = opt

@@ -55,7 +55,7 @@ from ..archs import JUDE
 from ..checkpoint_io import plain, strip_module_prefix
 from ..precision import auto_precision, autocast
 from ..precision import resolve as resolve_precision
-from .physics_terms import PHYSICS_KEYS, PhysicsMixin
+from .physics_terms import PHYSICS_KEYS, PHYSICS_LOSSES, PhysicsMixin
 from .training_guards import NonFiniteStepGuard, check_finite_state, save_with_retry
 from .validation import ValidationMixin
 
@@ -73,6 +73,11 @@ def _check_precision(where, precision, device):
 @MODEL_REGISTRY.register()
 class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
     """Image restoration model for JUDE and any other BasicSR arch (see the module docstring for options)."""
+
+    # The `train` and `val` keys read here on top of SRModel's (the module docstring); the options check
+    # (`jude_arch.option_check`) refuses any other key of these sections.
+    TRAIN_OPTIONS = ('precision', 'grad_clip', 'max_nonfinite_steps') + PHYSICS_LOSSES
+    VAL_OPTIONS = ('precision', 'tile', 'tb_images', 'physics')
 
     def __init__(self, opt):
         if opt.get('num_gpu', 0) and not torch.cuda.is_available():
