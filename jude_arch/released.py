@@ -100,54 +100,43 @@ def _network_options(state):
     }
 
 
-def _resunet_key(rest, blocks):
-    """Our ResUNet key for the release's (KAIR-style) key below `update_X.denoiser.`."""
-    found = re.fullmatch(r'm_head\.(.+)', rest)
-    if found:
-        return f'head.{found[1]}'
-    found = re.fullmatch(r'm_tail\.(.+)', rest)
-    if found:
-        return f'tail.{found[1]}'
-    found = re.fullmatch(r'm_down([1-3])\.(\d+)\.(.+)', rest)
-    if found:  # blocks 0..nb-1, then the stride-2 conv at index nb (as in ours)
-        return f'down.{int(found[1]) - 1}.{found[2]}.{found[3].replace("res.", "body.")}'
-    found = re.fullmatch(r'm_body\.(?:(\d+)\.)?res\.(.+)', rest)
-    if found:  # with one block the release stores it without the container index
-        return f'body.{found[1] or 0}.body.{found[2]}'
-    found = re.fullmatch(r'm_up([1-3])\.(\d+)\.(.+)', rest)
-    if found:  # the release numbers up-levels 3, 2, 1 from the deepest; ours 0, 1, 2
-        return f'up.{3 - int(found[1])}.{found[2]}.{found[3].replace("res.", "body.")}'
+def _rename(rules, rest):
+    """Our key for the release's key `rest` by the first (pattern, rename) rule that matches it, or None."""
+    for pattern, rename in rules:
+        found = re.fullmatch(pattern, rest)
+        if found:
+            return rename(found)
     return None
 
 
-def _kernel_estimator_key(rest):
-    found = re.fullmatch(r'inc_rgb\.0\.(.+)', rest)
-    if found:
-        return f'head.0.{found[1]}'
-    found = re.fullmatch(r'down([1-5])\.double_conv\.([02])\.(.+)', rest)
-    if found:
-        return f'down.{int(found[1]) - 1}.body.{int(found[2]) // 2}.0.{found[3]}'
-    found = re.fullmatch(r'feat\.0\.(.+)', rest)
-    if found:
-        return f'bottleneck.0.{found[1]}'
-    found = re.fullmatch(r'kernel_up([1-5])\.(up|double_conv\.[02]|feat\.0)\.(.+)', rest)
-    if found:
-        part = {'up': 'up', 'double_conv.0': 'body.0.0', 'double_conv.2': 'body.1.0', 'feat.0': 'fuse.0'}[found[2]]
-        return f'kernel_up.{int(found[1]) - 1}.{part}.{found[3]}'
-    found = re.fullmatch(r'kernels_end\.([024])\.(.+)', rest)
-    if found:
-        return f'kernel_tail.{ {"0": "0.0", "2": "1.0", "4": "2"}[found[1]]}.{found[2]}'
-    return None
-
-
-def _hyper_net_key(rest):
-    found = re.fullmatch(r'conv_layers\.([0-3])\.maxpool_conv\.1\.double_conv\.([0134])\.(.+)', rest)
-    if found:  # ours: per level [pool, conv, BN, ReLU, conv, BN, ReLU] in one Sequential
-        return f'features.{7 * int(found[1]) + 1 + int(found[2])}.{found[3]}'
-    found = re.fullmatch(r'mlp\.([024])\.(.+)', rest)
-    if found:
-        return f'mlp.{found[1]}.{found[2]}'
-    return None
+# Below `update_X.denoiser.`: the release's (KAIR-style) ResUNet keys → ours.
+_RESUNET_RULES = (
+    (r'm_head\.(.+)', lambda m: f'head.{m[1]}'),
+    (r'm_tail\.(.+)', lambda m: f'tail.{m[1]}'),
+    # blocks 0..nb-1, then the stride-2 conv at index nb (as in ours)
+    (r'm_down([1-3])\.(\d+)\.(.+)', lambda m: f'down.{int(m[1]) - 1}.{m[2]}.{m[3].replace("res.", "body.")}'),
+    # with one block the release stores it without the container index
+    (r'm_body\.(?:(\d+)\.)?res\.(.+)', lambda m: f'body.{m[1] or 0}.body.{m[2]}'),
+    # the release numbers up-levels 3, 2, 1 from the deepest; ours 0, 1, 2
+    (r'm_up([1-3])\.(\d+)\.(.+)', lambda m: f'up.{3 - int(m[1])}.{m[2]}.{m[3].replace("res.", "body.")}'),
+)
+_KERNEL_UP_PARTS = {'up': 'up', 'double_conv.0': 'body.0.0', 'double_conv.2': 'body.1.0', 'feat.0': 'fuse.0'}
+# Below `kernel.`: the kernel net's keys (its weight-map branch is dropped before this) → ours.
+_KERNEL_ESTIMATOR_RULES = (
+    (r'inc_rgb\.0\.(.+)', lambda m: f'head.0.{m[1]}'),
+    (r'down([1-5])\.double_conv\.([02])\.(.+)', lambda m: f'down.{int(m[1]) - 1}.body.{int(m[2]) // 2}.0.{m[3]}'),
+    (r'feat\.0\.(.+)', lambda m: f'bottleneck.0.{m[1]}'),
+    (r'kernel_up([1-5])\.(up|double_conv\.[02]|feat\.0)\.(.+)',
+     lambda m: f'kernel_up.{int(m[1]) - 1}.{_KERNEL_UP_PARTS[m[2]]}.{m[3]}'),
+    (r'kernels_end\.([024])\.(.+)', lambda m: f'kernel_tail.{ {"0": "0.0", "2": "1.0", "4": "2"}[m[1]]}.{m[2]}'),
+)
+# Below `init.`: the hyper-parameter net's keys → ours.
+_HYPER_NET_RULES = (
+    # ours: per level [pool, conv, BN, ReLU, conv, BN, ReLU] in one Sequential
+    (r'conv_layers\.([0-3])\.maxpool_conv\.1\.double_conv\.([0134])\.(.+)',
+     lambda m: f'features.{7 * int(m[1]) + 1 + int(m[2])}.{m[3]}'),
+    (r'mlp\.([024])\.(.+)', lambda m: f'mlp.{m[1]}.{m[2]}'),
+)
 
 
 _ENHANCER = {'net2_conv0_1': 'head', 'net2_conv1_1': 'down.0', 'net2_conv1_2': 'down.1', 'net2_conv1_3': 'down.2',
@@ -155,17 +144,17 @@ _ENHANCER = {'net2_conv0_1': 'head', 'net2_conv1_1': 'down.0', 'net2_conv1_2': '
              'net2_output': 'tail'}
 
 
-def _our_key(key, blocks):
+def _our_key(key):
     """Our key for one released key, or None for an unknown one."""
     module, _, rest = key.partition('.')
     if module in ('update_P', 'update_Q', 'update_Z') and rest.startswith('denoiser.'):
-        ours = _resunet_key(rest[len('denoiser.'):], blocks)
+        ours = _rename(_RESUNET_RULES, rest[len('denoiser.'):])
         return ours and f'prox_{module[-1].lower()}.0.{ours}'
     if module == 'kernel':
-        ours = _kernel_estimator_key(rest)
+        ours = _rename(_KERNEL_ESTIMATOR_RULES, rest)
         return ours and f'kernel_estimator.{ours}'
     if module == 'init':
-        ours = _hyper_net_key(rest)
+        ours = _rename(_HYPER_NET_RULES, rest)
         return ours and f'hyper_net.{ours}'
     if module == 'illumination_enhance':
         layer, _, param = rest.partition('.')
@@ -206,7 +195,7 @@ def convert_released(checkpoint):
         if _DEAD_BRANCH.match(key):
             dropped.append(key)
             continue
-        ours = _our_key(key, options['unet_blocks'])
+        ours = _our_key(key)
         if ours is None:
             unknown.append(key)
         elif key.startswith('init.mlp.4.'):
