@@ -223,6 +223,7 @@ def test_existing_output_is_kept_until_the_replacement_is_complete(tmp_path, mon
     assert len(tree(out)) == 5 * 2 * 6
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     photos = tmp_path / 'photos'
     photos.mkdir()
