@@ -2,8 +2,9 @@
 
 `read_checkpoint` loads with `torch.load(..., weights_only=True)` (tensors and plain containers only, so a
 malicious file cannot run code) and turns every failure into a `CheckpointError` that names the file and says
-what to do. `state_dict_of` and `convert_if_released` add the layouts users bring: BasicSR's {'params', 'params_ema'}, a bare
-state dict, DataParallel's `module.` prefix, and the authors' released checkpoint, converted on the fly.
+what to do. `state_dict_of` adds the layouts users bring: BasicSR's {'params', 'params_ema'}, a bare state dict,
+DataParallel's `module.` prefix (the authors' released checkpoint is converted by
+`jude_arch.released.convert_if_released`).
 BasicSR's `BaseModel.load_network` (`pretrain_network_g`) goes through it too (`jude_arch.basicsr_glue.shims`).
 `atomic_write` / `save_atomically` are the one way the project writes a file that must never be seen half-written.
 """
@@ -72,21 +73,6 @@ def strip_module_prefix(state):
     """State dict without the `module.` prefix that DataParallel / DistributedDataParallel add to every key."""
     return type(state)((k[len('module.'):] if isinstance(k, str) and k.startswith('module.') else k, v)
                        for k, v in state.items())
-
-
-def convert_if_released(checkpoint, path, log=logger.info):
-    """The checkpoint in this project's format: the authors' release is converted (one log line says so)."""
-    from .released import ReleasedCheckpointError, convert_released, is_released
-
-    if not is_released(checkpoint):
-        return checkpoint
-    try:
-        converted = convert_released(checkpoint)
-    except ReleasedCheckpointError as error:
-        raise CheckpointError(f'{path}: {error}') from None
-    log(f"{path}: the authors' released checkpoint, converted on the fly to {converted['network_g']} "
-                '(python -m jude_arch.released converts it once)')
-    return converted
 
 
 def state_dict_of(checkpoint, path, param_key=None):

@@ -25,7 +25,7 @@ from collections import OrderedDict
 
 import torch
 
-from .checkpoint_io import strip_module_prefix
+from .checkpoint_io import CheckpointError, read_checkpoint, save_atomically, strip_module_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -228,8 +228,20 @@ def _check_against_network(params, options):
                                       '; '.join(problems[:20]) + (' ...' if len(problems) > 20 else ''))
 
 
+def convert_if_released(checkpoint, path, log=logger.info):
+    """The checkpoint in this project's format: the authors' release is converted (one log line says so)."""
+    if not is_released(checkpoint):
+        return checkpoint
+    try:
+        converted = convert_released(checkpoint)
+    except ReleasedCheckpointError as error:
+        raise CheckpointError(f'{path}: {error}') from None
+    log(f"{path}: the authors' released checkpoint, converted on the fly to {converted['network_g']} "
+                '(python -m jude_arch.released converts it once)')
+    return converted
+
+
 def main(argv=None):
-    from .checkpoint_io import CheckpointError, read_checkpoint, save_atomically
 
     parser = argparse.ArgumentParser(
         prog='python -m jude_arch.released',

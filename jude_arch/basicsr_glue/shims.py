@@ -14,7 +14,8 @@ import yaml
 import torch
 import torch.distributed as dist
 
-from ..checkpoint_io import convert_if_released, read_checkpoint, state_dict_of, strip_module_prefix
+from ..checkpoint_io import read_checkpoint, state_dict_of, strip_module_prefix
+from ..released import convert_if_released
 from .resume import load_resume_state
 
 __all__ = ['apply_runtime_shims', 'dist_backend']

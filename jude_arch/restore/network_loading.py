@@ -9,7 +9,8 @@ from copy import deepcopy
 import torch
 import yaml
 
-from ..checkpoint_io import CheckpointError, convert_if_released, read_checkpoint, state_dict_of
+from ..checkpoint_io import CheckpointError, read_checkpoint, state_dict_of
+from ..released import convert_if_released
 from .errors import RestoreError
 
 
