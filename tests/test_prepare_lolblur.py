@@ -261,13 +261,14 @@ def test_cli_in_subprocesses(tmp_path):
     truncate(broken / 'train/high_sharp_scaled/0001/0000.png')
     failed = run_cli('--root', broken, '--out', tmp_path / 'broken_lmdb', '--workers', '2')
 
-    # Enough frames that packing takes seconds: one noisy 256×256 PNG, hard-linked many times.
+    # Enough frames that packing takes many seconds even when the test process itself is starved of CPU (the
+    # interrupt must land while writing): one noisy 256×256 PNG, hard-linked many times.
     big = tmp_path / 'big'
     make_lolblur(big, videos=('0000', ), frames=('0000', ), size=(256, 256))
     for split in ('train', 'test'):
         for folder in FOLDERS:
             for video in range(3):
-                for frame in range(40):
+                for frame in range(300):
                     target = big / split / folder / f'{video:04d}' / f'{frame:04d}.png'
                     if not target.exists():
                         target.parent.mkdir(exist_ok=True)
