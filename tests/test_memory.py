@@ -18,6 +18,13 @@ def test_peak_tensor_memory_counts_the_most_bytes_alive_at_once():
     assert tracker.peak == 3 * 2**20
 
 
+def _python(code):
+    """Run code in a fresh interpreter (its memory is the process's own) and return what it printed."""
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 @pytest.mark.slow
 def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
     """Without it every freed 64 MiB tensor goes back to the kernel and the next one page-faults anew."""
@@ -32,9 +39,7 @@ def test_hold_freed_memory_lets_malloc_reuse_large_blocks():
             'held = hold_freed_memory()\n'
             'faults()  # the first blocks kept are new memory\n'
             'print(held, default, faults())\n')
-    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    held, default, holding = run.stdout.split()
+    held, default, holding = _python(code).split()
     if held != 'True':
         pytest.skip('malloc tuning needs glibc')
     pages = 2**24 * 4 // 4096  # of one tensor
@@ -50,9 +55,7 @@ def test_process_memory_probes_see_a_large_allocation():
             'before = rss_bytes()\n'
             'x = torch.ones(2**25)  # 128 MiB, every page touched\n'
             "print(rss_bytes() - before, peak_rss_bytes(), rss_bytes(), meminfo('MemTotal'), meminfo('NoSuchField'))\n")
-    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    grown, peak, now, total, missing = (int(v) for v in run.stdout.split())
+    grown, peak, now, total, missing = (int(v) for v in _python(code).split())
     assert 120 * 2**20 < grown < 150 * 2**20
     assert peak > 0.98 * now  # the peak holds the allocation (two counters of the kernel: a page or two apart)
     assert total > 2**30 and missing == 0
