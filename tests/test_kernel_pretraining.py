@@ -8,11 +8,11 @@ import torch
 from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.losses import build_loss
-from basicsr.models import build_model
 from basicsr.utils.options import parse_options
 
 from jude_arch.archs import JUDE
 from jude_arch.losses import JUDELoss
+import training_helpers
 from training_helpers import TINY_NET, FakeTensorBoard, tiny_lolblur, tiny_options
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
@@ -38,18 +38,9 @@ def extras(data, split):
 
 
 def make_model(data, work, **sections):
-    """A model from options as BasicSR's parse_options would leave them (see test_jude_model)."""
-    opt = tiny_options(data, 'unit', **sections)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
-    opt['path'].update(experiments_root=str(work), models=str(work / 'models'),
-                       training_states=str(work / 'training_states'), visualization=str(work / 'visualization'),
-                       log=str(work))
-    for sub in ('models', 'training_states'):
-        (work / sub).mkdir(parents=True, exist_ok=True)
-    for phase, dataset in opt['datasets'].items():
-        dataset.update(phase=phase, scale=1)
+    """`training_helpers.make_model` with the torch seed fixed first, so models built alike start alike."""
     torch.manual_seed(0)
-    return build_model(opt), opt
+    return training_helpers.make_model(data, work, **sections)
 
 
 def batch(opt, n=2, seed=0):

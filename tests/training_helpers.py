@@ -97,7 +97,7 @@ def make_model(data, work, is_train=True, **sections):
                        training_states=str(work / 'training_states'), visualization=str(work / 'visualization'),
                        log=str(work))
     for sub in ('models', 'training_states'):
-        (work / sub).mkdir(exist_ok=True)
+        (work / sub).mkdir(parents=True, exist_ok=True)
     for phase, dataset in opt['datasets'].items():
         dataset['phase'] = phase
         dataset['scale'] = 1

@@ -6,7 +6,9 @@ from basicsr.data.degradations import random_add_gaussian_noise_pt, random_add_p
 LQ_NOISE_DEFAULTS = {'gaussian_sigma': (0, 8), 'poisson_scale': (0.1, 1.2), 'poisson_prob': 0.5, 'gray_prob': 0.3}
 
 
-def add_lq_noise(lq, gaussian_sigma=(0, 8), poisson_scale=(0.1, 1.2), poisson_prob=0.5, gray_prob=0.3):
+def add_lq_noise(lq, gaussian_sigma=LQ_NOISE_DEFAULTS['gaussian_sigma'],
+                 poisson_scale=LQ_NOISE_DEFAULTS['poisson_scale'], poisson_prob=LQ_NOISE_DEFAULTS['poisson_prob'],
+                 gray_prob=LQ_NOISE_DEFAULTS['gray_prob']):
     """Add one random draw of phase-3 sensor noise to an image (the released code's phase 3).
 
     Poisson noise (scale ~ U[poisson_scale]) with probability `poisson_prob`, otherwise Gaussian noise
