@@ -2,8 +2,11 @@
 
 The `small` preset gets weights drawn from each parameter's *name* (not from the order modules are built in, which
 a refactor may change) and restores a fixed input; its output, kernel and every stage's I must match the values
-stored in tests/data/small_preset_pin.pt. On the machine that recorded them they match bit for bit; the tolerance
-only absorbs float rounding of other CPUs' convolution kernels. Re-record only for a change meant to alter outputs.
+stored in tests/data/small_preset_pin.pt. On the machine that recorded them (AMD EPYC) they match bit for bit; the
+tolerance only absorbs float rounding of other CPUs' convolution kernels, which the random weights amplify through
+the stages: an Intel Xeon VM differed by up to 6.1e-5 of each tensor's largest value. The smallest change meant to
+be caught, one more refine step in the data step (refine_steps 3 instead of 2), moves the output by 6.1e-4 of its
+largest value, another boundary rule by 5.6e-2. Re-record only for a change meant to alter outputs.
 """
 import zlib
 from pathlib import Path
@@ -13,6 +16,7 @@ import torch
 from jude_arch.archs import JUDE
 
 PIN = Path(__file__).parent / 'data' / 'small_preset_pin.pt'
+TOLERANCE = 2e-4  # of each tensor's largest value: 3× the cross-CPU rounding measured, 1/3 of the smallest change
 
 
 def pinned_network():
@@ -55,4 +59,4 @@ def test_small_preset_output_matches_the_recorded_values():
     for key, value in recorded.items():
         scale = value.abs().max().item()
         assert scale > 1e-3, f'{key}: recorded values too small to pin anything'
-        torch.testing.assert_close(now[key], value, rtol=1e-5, atol=1e-6 * scale, msg=f'{key} changed')
+        torch.testing.assert_close(now[key], value, rtol=0, atol=TOLERANCE * scale, msg=f'{key} changed')
