@@ -247,7 +247,7 @@ def reference_reblur_psnr(sharp, blurred, true_kernel=None, size=31, light='line
     Args:
         sharp (Tensor): N×C×H×W sharp images (sRGB, [0, 1]).
         blurred (Tensor): N×C×H×W noise-free blurred images.
-        true_kernel (Tensor | None): N×1×k×k true kernels (k ≤ size).
+        true_kernel (Tensor | None): N×1×k×k true kernels (any odd k).
         size (int): side of the estimated kernels these references stand beside.
         light (str): space the data was blurred in.
 
@@ -259,7 +259,7 @@ def reference_reblur_psnr(sharp, blurred, true_kernel=None, size=31, light='line
     scores = {'uniform': reblur_psnr(sharp, uniform, blurred, light, crop),
               'best_gaussian': best_gaussian_kernel(sharp, blurred, size, light)[1]}
     if true_kernel is not None:
-        scores['true'] = reblur_psnr(sharp, center_pad(true_kernel.float(), size), blurred, light, crop)
+        scores['true'] = reblur_psnr(sharp, true_kernel, blurred, light, crop)
     return scores
 
 

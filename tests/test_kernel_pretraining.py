@@ -101,6 +101,47 @@ def test_pretraining_validation_logs_kernel_metrics(data, tmp_path):
     assert tb.images['shake-val/000/kernel_estimated_true'].shape == (1, 4 * 21, 8 * 21)
 
 
+class RecordingLogger:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, message):
+        self.lines.append(message)
+
+
+def test_validation_reads_against_reference_kernels_computed_once_per_set(data, tmp_path, monkeypatch):
+    """The estimate's re-blur PSNR is logged beside the uniform, best-Gaussian and true kernels' on the same
+    frames; those are computed on the first validation of a set only."""
+    from jude_arch import physics
+    from jude_arch.models import physics_terms
+    model, opt = pretraining(data, tmp_path, val={'val_freq': 1, 'tb_images': 0})
+    calls, logger = [], RecordingLogger()
+    reference = physics.reference_reblur_psnr
+    monkeypatch.setattr(physics, 'reference_reblur_psnr', lambda *a, **k: calls.append(1) or reference(*a, **k))
+    monkeypatch.setattr(physics_terms, 'get_root_logger', lambda: logger)
+    loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0, dist=False)
+    tb = FakeTensorBoard()
+    for step in (1, 2):
+        model.validation(loader, current_iter=step, tb_logger=tb, save_img=False)
+    assert len(calls) == 2  # the set's two frames, once: not again at the second validation
+    references = model.kernel_references['shake-val']
+    assert set(references) == {'uniform', 'best_gaussian', 'true'}
+    assert references['true'] > references['best_gaussian'] > references['uniform']
+    # The values are those of the frames themselves.
+    items = [loader.dataset[i] for i in range(2)]
+    expected = physics.reference_reblur_psnr(*(torch.stack([item[key] for item in items])
+                                               for key in ('low_sharp', 'low_blur', 'kernel')),
+                                            size=ESTIMATOR_NET['kernel_size'])
+    for name, values in expected.items():
+        assert references[name] == pytest.approx(values.mean().item(), abs=1e-4)
+    estimate = model.metric_results['reblur_psnr']
+    gap = references['best_gaussian'] - estimate
+    assert len(logger.lines) == 2 and f'{abs(gap):.2f} dB {"below" if gap > 0 else "above"} the best isotropic ' \
+        f'Gaussian ({references["best_gaussian"]:.2f} dB, an oracle)' in logger.lines[-1]
+    assert f'true kernel {references["true"]:.2f}' in logger.lines[-1]
+    assert tb.scalars['metrics/shake-val/reblur_psnr_best_gaussian'] == references['best_gaussian']
+
+
 @pytest.mark.parametrize('key, message', [('pixel_opt', 'no image output'), ('sharp_opt', 'no image output')])
 def test_pretraining_rejects_image_losses(data, tmp_path, key, message):
     with pytest.raises(ValueError, match=message):
@@ -165,13 +206,18 @@ def test_validation_logs_physics_metrics_beside_the_output_metrics(data, tmp_pat
     loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False)
     tb = FakeTensorBoard()
     model.validation(loader, current_iter=2, tb_logger=tb, save_img=False)
-    physics_metrics = {'reblur_psnr', 'kernel_similarity', 'kernel_entropy', 'i_k_psnr'}
+    physics_metrics = {'reblur_psnr', 'kernel_similarity', 'kernel_entropy', 'i_k_psnr', 'illumination_chroma',
+                       'illumination_gradient_ratio'}
     if physics is False:
         assert set(model.metric_results) == {'psnr'}
         return
     assert set(model.metric_results) == {'psnr'} | physics_metrics
     assert {f'metrics/tiny-test/{name}' for name in physics_metrics} <= set(tb.scalars)
     assert 0 < model.metric_results['kernel_similarity'] <= 1 and model.metric_results['reblur_psnr'] > 10
+    # The data has true kernels: the reference kernels were scored on the same frames, and go to TensorBoard.
+    assert set(model.kernel_references['tiny-test']) == {'uniform', 'best_gaussian', 'true'}
+    assert 'metrics/tiny-test/reblur_psnr_true' in tb.scalars
+    assert model.metric_results['illumination_chroma'] > 0
 
 
 def parse(name, monkeypatch, tmp_path):

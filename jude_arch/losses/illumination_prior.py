@@ -18,10 +18,11 @@ _EPS = 1e-6
 
 
 def illumination_chroma(L):
-    """Chroma energy of illumination maps: Σ (L_c − mean_c L)² / Σ L_c² per image (0: grey, at most 2/3).
+    """Chroma energy of illumination maps: Σ (L_c − mean_c L)² / Σ L_c² per image (0: grey; at most 2/3 for a
+    non-negative L, light of one primary colour).
 
     Args:
-        L (Tensor): N×3×H×W illumination, non-negative.
+        L (Tensor): N×3×H×W illumination.
 
     Returns:
         Tensor: N values.
