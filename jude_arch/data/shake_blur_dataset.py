@@ -71,11 +71,12 @@ class ShakeBlurDataset(data.Dataset):
 
     Args:
         opt (dict): BasicSR dataset options:
-            dataroot_gt (str | list[str]): the source of the sharp photos, or a list of sources, each drawn
-                equally often: a folder of photos, searched recursively (e.g. LOL-Blur's
-                `train/high_sharp_scaled`), 'skimage' (scikit-image's five bundled colour photos),
+            dataroot_gt (str): the source of the sharp photos: a folder of photos, searched recursively (e.g.
+                LOL-Blur's `train/high_sharp_scaled`), 'skimage' (scikit-image's five bundled colour photos),
                 'skimage-extra' (its other photographs, `SKIMAGE_EXTRA`) or 'dead-leaves' (`DEAD_LEAVES_COUNT`
                 synthetic dead-leaves images, `dead_leaves.py`).
+            extra_sources (list[str]): more sources of the same kinds; every source, dataroot_gt's included, is
+                drawn equally often. Default: none.
             gt_size (int): side S of the frames.
             kernel_size (int): side the true kernels are padded to (at least the largest drawn). Default: 31.
             length (int): items per epoch. Default: 1000.
@@ -86,18 +87,18 @@ class ShakeBlurDataset(data.Dataset):
     """
 
     # Its own options (the docstring); with BasicSR's dataset and loader keys, the options check refuses others.
-    OPTIONS = ('kernel_size', 'length', 'degradation', 'seed')
+    OPTIONS = ('kernel_size', 'length', 'degradation', 'seed', 'extra_sources')
 
     def __init__(self, opt):
         super().__init__()
         self.opt = opt
-        sources = opt.get('dataroot_gt')
-        if not sources:
-            raise ValueError(f'ShakeBlurDataset: set dataroot_gt to a folder of sharp photos, one of {SOURCES}, '
-                             'or a list of these')
+        if not opt.get('dataroot_gt'):
+            raise ValueError(f'ShakeBlurDataset: set dataroot_gt to a folder of sharp photos or one of {SOURCES}')
+        extra = opt.get('extra_sources') or []
+        if isinstance(extra, str):
+            raise ValueError(f'ShakeBlurDataset: extra_sources must be a list of sources, got {extra!r}')
         self.seed = int(opt.get('seed', 0))
-        sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
-        self.sources = [_source_photos(str(source), self.seed) for source in sources]
+        self.sources = [_source_photos(str(source), self.seed) for source in [opt['dataroot_gt'], *extra]]
         self.size = int(opt.get('gt_size') or 0)
         if self.size < 8:
             raise ValueError(f"ShakeBlurDataset: gt_size must be at least 8, got {opt.get('gt_size')!r}")
