@@ -238,12 +238,20 @@ def test_options_files_chain_phase_0_into_jude(monkeypatch, tmp_path):
     full = {key: value.shape for key, value in JUDE(preset='full').state_dict().items()}
     assert {key: value.shape for key, value in estimator.items()} == {k: full[k] for k in estimator}
 
+    # The demo's physics recipe: its phase 0 (the held-out frames never drawn), then JUDE from its estimator.
+    demo_p0 = parse('train_kernel_estimator_demo.yml', monkeypatch, tmp_path)
     demo = parse('train_jude_demo_physics.yml', monkeypatch, tmp_path)
-    assert demo['path']['pretrain_network_g'] == 'experiments/JUDE_demo_p0/models/net_g_latest.pth'
+    assert demo['path']['pretrain_network_g'] == f'experiments/{demo_p0["name"]}/models/net_g_latest.pth'
     assert demo['path']['strict_load_g'] is False
-    assert 'name=JUDE_demo_p0' in (OPTIONS / 'train_jude_demo_physics.yml').read_text()
+    assert 'train' in demo_p0['datasets']['train']['dataroot_gt'] and 'test' in demo_p0['datasets']['val']['dataroot_lq']
+    assert not any('test' in source for source in demo_p0['datasets']['train']['extra_sources'])
+    estimator = build_network(dict(demo_p0['network_g'])).state_dict()
+    jude = build_network(dict(demo['network_g'])).state_dict()
+    assert {key: value.shape for key, value in estimator.items()} == {k: jude[k].shape for k in estimator}
     for key in PHYSICS_LOSSES:
         assert demo['train'][key]['type'] == PHYSICS_LOSSES[key]['type']
+        build_loss(dict(demo['train'][key]))
+    for key in ('illumination_chroma_opt', 'illumination_smoothness_opt'):
         build_loss(dict(demo['train'][key]))
     train = demo['datasets']['train']
     assert {'dataroot_low_sharp', 'dataroot_low_blur', 'dataroot_kernel'} <= set(train)
@@ -259,3 +267,22 @@ def test_reflectance_loss_compares_r_k_with_the_ground_truth(data, tmp_path):
     model.optimize_parameters(1)
     expected = 0.5 * (r_k - train['gt']).abs().mean()
     assert model.log_dict['l_reflectance'] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_illumination_prior_is_computed_on_l_k_against_i_k(data, tmp_path):
+    from jude_arch.losses.illumination_prior import illumination_chroma, illumination_roughness
+    prior = {'illumination_chroma_opt': {'type': 'IlluminationChromaLoss', 'loss_weight': 2.0},
+             'illumination_smoothness_opt': {'type': 'IlluminationSmoothnessLoss', 'loss_weight': 0.5,
+                                             'edge_weight': 5}}
+    model, opt = make_model(data, tmp_path, train={'ema_decay': 0, **prior})
+    assert model.uses_intermediates
+    train = batch(opt)
+    with torch.no_grad():
+        out = model.net_g(train['lq'], return_intermediates=True)
+    model.feed_data(train)
+    model.optimize_parameters(1)
+    assert set(model.log_dict) == {'l_pix', 'l_illum_chroma', 'l_illum_smooth'}
+    assert model.log_dict['l_illum_chroma'] == pytest.approx(2 * illumination_chroma(out['L'][-1]).mean().item(),
+                                                             rel=1e-4)
+    expected = 0.5 * illumination_roughness(out['L'][-1], out['I'][-1], 5).mean().item()
+    assert model.log_dict['l_illum_smooth'] == pytest.approx(expected, rel=1e-4)
