@@ -18,19 +18,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .archs.colour import linear_to_srgb, srgb_to_linear  # noqa: F401  (part of this module's interface)
 from .archs.data_step import _fast_fft_len, _pad, blur, psf2otf
 
 LIGHT_SPACES = ('linear', 'srgb')
-
-
-def srgb_to_linear(x):
-    """The sRGB transfer function's inverse (IEC 61966-2-1), for tensors in [0, 1]."""
-    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp_min(0.04045) + 0.055) / 1.055)**2.4)
-
-
-def linear_to_srgb(x):
-    """The sRGB transfer function (IEC 61966-2-1), for tensors in [0, 1]."""
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308)**(1 / 2.4) - 0.055)
 
 
 def _check_light(light):

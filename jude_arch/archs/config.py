@@ -55,6 +55,9 @@ class JUDEConfig:
             release; R_K equals P_K up to rounding, the multipliers stay 0).
         hypernet_batch_stats (bool): the hyper-parameter net's BatchNorm uses the statistics of the batch
             at inference too, as the authors' evaluation did (False).
+        kernel_statistics (bool): the kernel estimator also reads the blur from the image's gradient
+            correlations and centres its kernel (`blur_statistics`, docs/physics.md); adds
+            `kernel_estimator.statistics.*` weights; one kernel only (False: the paper's estimator).
     """
 
     num_stages: int = 5
@@ -75,6 +78,7 @@ class JUDEConfig:
     enhancer_variant: str = 'paper'
     denoiser_input: str = 'R'
     hypernet_batch_stats: bool = False
+    kernel_statistics: bool = False
 
     def __post_init__(self):
         if isinstance(self.unet_channels, (list, tuple)):
@@ -94,7 +98,7 @@ class JUDEConfig:
             if getattr(self, key) not in allowed:
                 self._fail(key, f'one of {allowed}')
         for key in ('share_operators', 'checkpoint_stages', 'channels_last', 'kernel_pad_input',
-                    'hypernet_batch_stats'):
+                    'hypernet_batch_stats', 'kernel_statistics'):
             if not isinstance(getattr(self, key), bool):
                 self._fail(key, 'true or false')
         try:
@@ -103,6 +107,10 @@ class JUDEConfig:
             raise ValueError(f'JUDE: {error}') from None
         if not self.kernel_pad_input and self.num_kernels != 1:
             self._fail('num_kernels', '1 with kernel_pad_input false (the weight-map head needs a padded input)')
+        if self.kernel_statistics and self.num_kernels != 1:
+            self._fail('num_kernels', '1 with kernel_statistics true (the statistics refine one kernel)')
+        if self.kernel_statistics and self.kernel_size % 2 == 0:
+            self._fail('kernel_size', 'odd with kernel_statistics true (the correlations are centred)')
 
     def _fail(self, key, expected):
         raise ValueError(f'JUDE: {key} must be {expected}, got {getattr(self, key)!r}')
