@@ -118,9 +118,9 @@ def profile_step(step, device, warmup, steps):
                     step()
             sync()
             wall_us = (time.perf_counter() - start) * 1e6
+    top = _top_operators(prof, cuda)
     result = categorize(prof.events(), wall_us, steps, cuda)
-    result['unprofiled_ms'] = statistics.median(times) * 1e3
-    result['top_operators'] = _top_operators(prof, cuda)
+    result.update(unprofiled_ms=statistics.median(times) * 1e3, top_operators=top)
     return result
 
 
