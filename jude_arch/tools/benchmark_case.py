@@ -208,7 +208,6 @@ def measure(case, report=lambda row: None):
             row['tflop_per_s'] = row['gflop'] / row['median_s'] / 1e3
             if row['peak_tflop_per_s']:
                 row['peak_fraction'] = row['tflop_per_s'] / row['peak_tflop_per_s']
-        del row['stage']
     except (torch.cuda.OutOfMemoryError, MemoryError) as error:
         row['status'] = f'out of memory: {_first_line(error)}'
     except RuntimeError as error:
@@ -217,6 +216,7 @@ def measure(case, report=lambda row: None):
         row['status'] = f'{"out of memory" if out_of_memory else "failed"}: {_first_line(error)}'
     except Exception as error:  # a failing torch.compile (no compiler, unsupported op) must not end the run
         row['status'] = f'failed: {type(error).__name__}: {_first_line(error)}'
+    row.pop('stage', None)  # the row is final
     return row
 
 
