@@ -214,8 +214,8 @@ def test_pytest_items_report_each_test(tmp_path):
     '''))
     pytest_command = [PY, '-m', 'pytest', '-p', 'no:cacheprovider', '-v', '-rfEs', '--color=no']
     items = [Item('both', 'tests', 'both', 60, 0, command=pytest_command + [tmp_path / 'test_fake.py'], cwd=tmp_path),
-             Item('skips', 'tests', 'skips', 60, 0, command=pytest_command + [f'{tmp_path / "test_fake.py"}::test_no_gpu'],
-                  cwd=tmp_path)]
+             Item('skips', 'tests', 'skips', 60, 0, cwd=tmp_path,
+                  command=pytest_command + [f'{tmp_path / "test_fake.py"}::test_no_gpu'])]
     _, record, _, _ = run_check(tmp_path, items)
     both, skips = record['items']
     assert both['status'] == 'passed'

@@ -164,7 +164,8 @@ class Check:
         self.log.write(f"===== {item.name}: {entry['status']} in {entry['seconds']:.1f} s =====\n")
         self.out(f"{label}: {entry['status']} in {entry['seconds']:.1f} s", flush=True)
         if result.get('versions'):
-            self.out('    ' + ', '.join(f'{k}={v}' for k, v in result['versions'].items() if k != 'machine'), flush=True)
+            shown = (f'{k}={v}' for k, v in result['versions'].items() if k != 'machine')
+            self.out('    ' + ', '.join(shown), flush=True)
         if is_failure(entry['status']) and entry.get('output_tail'):
             self.out(''.join(f'    {line}\n' for line in entry['output_tail'].splitlines()[-15:]), end='', flush=True)
 
@@ -231,7 +232,8 @@ def main(argv=None):
                         help=f'items or groups to run ({", ".join(GROUPS)}); the versions item always runs')
     parser.add_argument('--limit-scale', type=float, default=1.0, metavar='FACTOR',
                         help='multiply every item\'s time limit and minimum (e.g. 3 on a GPU slower than an H100)')
-    parser.add_argument('--json', default='gpu_check.json', metavar='PATH', help='the record, rewritten after each item')
+    parser.add_argument('--json', default='gpu_check.json', metavar='PATH',
+                        help='the record, rewritten as each item starts and ends')
     parser.add_argument('--log', metavar='PATH', help='every item\'s output (default: the JSON path with .log)')
     parser.add_argument('--tests', type=Path, default=TESTS, help=f'the tests folder (default: {TESTS})')
     parser.add_argument('--quick', action='store_true', help='benchmark rows with the small preset at tiny sizes')

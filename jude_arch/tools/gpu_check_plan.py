@@ -13,7 +13,8 @@ TRAIN = 'test_training_20_iterations_saves_and_resumes'
 # (name, what, time limit s, min s, node ids in test_cuda.py)
 TEST_ITEMS = (
     ('forward-backward', 'forward + backward in fp32, bf16, fp16 against the CPU; FFT step float32 under autocast',
-     120, 15, ('test_forward_and_backward_match_the_cpu_in_fp32', 'test_the_fft_data_step_stays_float32_under_autocast')),
+     120, 15, ('test_forward_and_backward_match_the_cpu_in_fp32',
+               'test_the_fft_data_step_stays_float32_under_autocast')),
     ('train-fp32', 'JUDEModel: 20 iterations, save, --auto_resume; fp32, autotuned', 150, 25, (f'{TRAIN}[fp32]',)),
     ('train-bf16', 'JUDEModel: 20 iterations, save, --auto_resume; bf16', 150, 20, (f'{TRAIN}[bf16]',)),
     ('train-fp16', 'JUDEModel: 20 iterations, save, --auto_resume; fp16 with the gradient scaler', 150, 20,
@@ -21,7 +22,8 @@ TEST_ITEMS = (
     ('torchrun-nccl', 'torchrun --nproc_per_node=1 --launcher pytorch: NCCL, 4 iterations, validation', 150, 25,
      ('test_torchrun_trains_over_nccl_and_validates',)),
     ('restore-12mp', 'jude-restore --device cuda --tile auto, 12 MP photo, full preset; one tile = untiled', 180, 25,
-     ('test_restore_a_12_megapixel_photo_with_automatic_tiles', 'test_a_tile_as_large_as_the_image_gives_the_untiled_output')),
+     ('test_restore_a_12_megapixel_photo_with_automatic_tiles',
+      'test_a_tile_as_large_as_the_image_gives_the_untiled_output')),
     ('compile', 'torch.compile of the small preset against eager', 240, 45, ('test_torch_compile_matches_eager',)),
 )
 # Benchmark rows: (name, what it measures, preset, (width, height), batch, mode, variant, repeats, cuDNN autotuning,
@@ -127,11 +129,12 @@ def format_tables(header, entries):
         for name, r in rows:
             fraction = r.get('peak_fraction')
             cap = r.get('cudnn_workspace_limit_mib')
-            autotune = {True: 'on', False: 'off'}.get(r.get('cudnn_benchmark'), '—') + (f', cap {cap} MiB' if cap else '')
-            lines.append(
-                f"| {name} | {r['purpose']} | {r['preset']} | {r['width']}×{r['height']} | {r['batch']} | {r['mode']} | "
-                f"{r['variant']} | {autotune} | {_cell(r.get('median_s'), '.3f')} | {_cell(r.get('first_s'), '.2f')} | "
-                f"{_cell(r.get('tflop_per_s'), '.1f')} | {'—' if fraction is None else f'{100 * fraction:.0f}%'} | "
-                f"{_cell(r.get('peak_bytes'), '.2f', 2**30)} | {_cell(r.get('warmup_peak_bytes'), '.2f', 2**30)} | "
-                f"{r['status']} |")
+            autotune = {True: 'on', False: 'off'}.get(r.get('cudnn_benchmark'), '—')
+            autotune += f', cap {cap} MiB' if cap else ''
+            cells = [name, r['purpose'], r['preset'], f"{r['width']}×{r['height']}", r['batch'], r['mode'],
+                     r['variant'], autotune, _cell(r.get('median_s'), '.3f'), _cell(r.get('first_s'), '.2f'),
+                     _cell(r.get('tflop_per_s'), '.1f'), '—' if fraction is None else f'{100 * fraction:.0f}%',
+                     _cell(r.get('peak_bytes'), '.2f', 2**30), _cell(r.get('warmup_peak_bytes'), '.2f', 2**30),
+                     r['status']]
+            lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
     return '\n'.join(lines)
