@@ -129,7 +129,7 @@ def test_offline_install_on_an_image_with_headless_opencv(tmp_path, house):
 
     python, site, provided = gpu_image(tmp_path, house, 'headless')
     out = offline([python, house / DOCUMENTED], tmp_path)
-    assert 'OpenCV: `import cv2` works here: kept as it is' in out
+    assert 'cv2: `import cv2` works here: kept as it is' in out
     installed = installed_by(out)
     assert 'jude-basicsr-' in installed and 'basicsr-1.4.2' in installed and 'lmdb-' in installed
     assert not any(f' {name}-' in installed for name in ('torch', 'torchvision', 'numpy', 'opencv'))
@@ -149,7 +149,7 @@ def test_offline_install_on_an_image_with_headless_opencv(tmp_path, house):
 def test_offline_install_on_an_image_without_opencv_takes_the_carried_one(tmp_path, house):
     python, site, _ = gpu_image(tmp_path, house, None)
     out = offline([python, house / DOCUMENTED], tmp_path)
-    assert 'OpenCV: none installed, taking opencv-python-headless from the wheelhouse' in out
+    assert 'cv2: none installed, taking opencv-python-headless from the wheelhouse' in out
     assert 'opencv-python-headless-' in installed_by(out) and 'jude-basicsr-' in installed_by(out)
     cv2_line = next(line for line in out.split('imports:')[1].splitlines() if line.startswith('  cv2 '))
     assert str(site) in cv2_line  # install.py's own import check, from the carried wheel
@@ -179,35 +179,44 @@ def test_bad_python_version_is_a_clear_error(tmp_path, capsys):
 
 
 WHEELS = ['addict', 'basicsr', 'jude-basicsr', 'lmdb', 'opencv-python-headless', 'pytest', 'tb-nightly']
-NEEDED = ['addict', 'basicsr', 'jude-basicsr', 'lmdb', 'pytest', 'tb-nightly']
+BOTH_IMPORT = {'cv2': None, 'tensorboard': None}
+NO_CV2 = {'cv2': "ModuleNotFoundError: No module named 'cv2'", 'tensorboard': None}
 
 
 @pytest.mark.parametrize('image', [{'opencv-python-headless'}, {'opencv-python'}, {'opencv-contrib-python'}])
 def test_where_cv2_imports_the_images_opencv_stays(image):
-    assert plan_install(WHEELS, {'torch', 'numpy', 'pytest', *image}, cv2_error=None) == \
-        ['addict', 'basicsr', 'jude-basicsr', 'lmdb', 'tb-nightly']  # what it lacks; pytest was there
+    assert plan_install(WHEELS, {'torch', 'numpy', 'pytest', 'tb-nightly', *image}, BOTH_IMPORT) == \
+        ['addict', 'basicsr', 'jude-basicsr', 'lmdb']  # what it lacks; pytest and tb-nightly were there
 
 
 def test_without_any_opencv_the_carried_one_is_installed():
-    assert plan_install(WHEELS, {'torch', 'numpy'}, cv2_error="ModuleNotFoundError: No module named 'cv2'") == \
-        sorted(NEEDED + ['opencv-python-headless'])
+    assert plan_install(WHEELS, {'torch', 'numpy', 'tb-nightly'}, NO_CV2) == \
+        ['addict', 'basicsr', 'jude-basicsr', 'lmdb', 'opencv-python-headless', 'pytest']
+
+
+def test_the_images_tensorboard_stays_and_tb_nightly_comes_where_there_is_none():
+    image = {'torch', 'opencv-python-headless', 'pytest'}
+    assert 'tb-nightly' not in plan_install(WHEELS, image | {'tensorboard'}, BOTH_IMPORT)
+    assert 'tb-nightly' in plan_install(WHEELS, image, {'cv2': None, 'tensorboard': 'ModuleNotFoundError'})
 
 
 def test_this_project_is_reinstalled_and_a_broken_or_missing_opencv_is_named():
-    assert 'jude-basicsr' in plan_install(WHEELS, {'jude-basicsr', 'opencv-python'}, cv2_error=None)
+    assert 'jude-basicsr' in plan_install(WHEELS, {'jude-basicsr', 'opencv-python', 'tb-nightly'}, BOTH_IMPORT)
     with pytest.raises(InstallError, match=r'opencv-python is installed but `import cv2` fails \(ImportError: '
                        r'libGL.so.1: .*apt-get install libgl1'):
-        plan_install(WHEELS, {'opencv-python'}, cv2_error='ImportError: libGL.so.1: cannot open shared object file')
-    with pytest.raises(InstallError, match='no OpenCV and the wheelhouse carries none'):
-        plan_install(NEEDED, set(), cv2_error="ModuleNotFoundError: No module named 'cv2'")
+        plan_install(WHEELS, {'opencv-python', 'tb-nightly'},
+                     dict(BOTH_IMPORT, cv2='ImportError: libGL.so.1: cannot open shared object file'))
+    with pytest.raises(InstallError, match='no cv2 and the wheelhouse carries none of opencv-python-headless, '):
+        plan_install([w for w in WHEELS if 'opencv' not in w], {'tb-nightly'}, NO_CV2)
 
 
-def test_pip_checks_opencv_python_complaint_is_dropped_only_where_cv2_imports():
+def test_pip_checks_complaint_is_dropped_only_where_another_distribution_provides_the_module():
     lines = ['basicsr 1.4.2 requires opencv-python, which is not installed.',
+             'basicsr 1.4.2 requires tb-nightly, which is not installed.',
              'lpips 0.1.4 requires tqdm, which is not installed.']
-    assert offline_install.unexplained(lines, cv2_works=True) == lines[1:]
-    assert offline_install.unexplained(lines, cv2_works=False) == lines
-    assert offline_install.unexplained(['No broken requirements found.'], cv2_works=True) == []
+    assert offline_install.unexplained(lines, BOTH_IMPORT) == lines[2:]
+    assert offline_install.unexplained(lines, NO_CV2) == [lines[0], lines[2]]
+    assert offline_install.unexplained(['No broken requirements found.'], BOTH_IMPORT) == []
 
 
 def test_what_the_new_packages_lack_is_settled_from_the_wheelhouse_and_the_images_own_quarrels_are_not():

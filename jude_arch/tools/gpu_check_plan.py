@@ -28,8 +28,8 @@ TEST_ITEMS = (
 )
 # Benchmark rows: (name, what it measures, preset, (width, height), batch, mode, variant, repeats, cuDNN autotuning,
 # time limit s, min s). Autotuning as JUDE's policy has it (docs/gpu.md): on for training steps, off for
-# inference; phase 3's rows are about memory, and there autotuning's first-call search (over a minute at 512²
-# on an H200) buys nothing.
+# inference. Phase 3's rows are about memory: without autotuning their first call has no search to pay (with
+# it, on the first H200 run, the 512² case had not finished after a minute) and the figure is the network's.
 BENCHMARK_ROWS = (
     ('inference-fp32', 'inference 1120×640', 'full', (1120, 640), 1, 'forward', 'default', 3, False, 60, 10),
     ('inference-bf16', 'inference 1120×640', 'full', (1120, 640), 1, 'forward', 'bf16', 3, False, 60, 10),
