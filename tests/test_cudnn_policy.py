@@ -1,8 +1,11 @@
 """The cuDNN autotuning policy (basicsr_glue/cudnn.py): the options' `cudnn` section reaches
 torch.backends.cudnn.benchmark in the training iterations, in validation and in the test pipeline, over
-BasicSR's own `benchmark = True`; a typo in the section stops the run before anything is built.
+BasicSR's own `benchmark = True`, also through BasicSR's own entry point; a typo in the section stops the run
+before anything is built.
 
 The flag is plain state in torch and can be set without a GPU, so the CPU sees what a GPU run would use."""
+import runpy
+
 import basicsr.test
 import pytest
 import torch
@@ -59,6 +62,17 @@ def test_the_options_reach_cudnn_in_training_validation_and_test(data, tmp_path,
     test_yml = write_yaml(test_opt, tmp_path / 'test.yml')
     pipeline_in_process(basicsr.test.test_pipeline, ['test.py', '-opt', test_yml], tmp_path, monkeypatch)
     assert seen['val'] == [expected['benchmark_val']]
+
+
+def test_the_policy_holds_under_basicsrs_own_entry_point(data, tmp_path, monkeypatch, seen):
+    """`python -m basicsr.train` runs a fresh copy of basicsr/train.py as __main__, whose names (build_model,
+    parse_options) are not the patched module's: the policy must live where every copy passes."""
+    fresh = runpy.run_module('basicsr.train', run_name='as_python_dash_m')
+    opt = tiny_options(data, 'cudnn_dash_m', total_iter=2, val={'save_img': False},
+                       cudnn={'benchmark_train': False, 'benchmark_val': True})
+    yml = write_yaml(opt, tmp_path / 'train.yml')
+    pipeline_in_process(fresh['train_pipeline'], ['train.py', '-opt', yml], tmp_path, monkeypatch)
+    assert seen['train'] == [False, False] and set(seen['val']) == {True}
 
 
 def test_a_typo_in_the_section_stops_training_before_anything_is_built(data, tmp_path, monkeypatch):

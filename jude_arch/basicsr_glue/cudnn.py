@@ -14,10 +14,12 @@ JUDE's policy, the options' `cudnn` section (both keys optional):
       benchmark_val: false    # validation and test.py: whole images whose sizes vary with the data set;
                               # every new size is searched again, and the searches run beside the training state
 
-`install()` puts it in place: BasicSR's train and test pipelines call `build_model` right after their
-`cudnn.benchmark = True` and before any convolution, so the wrapped `build_model` sets the training (train.py)
-or validation (test.py) value there; `BaseModel.validation` runs under the validation value and restores the
-training one afterwards. The hook (`python -m basicsr.train`) gets the same, for every model type.
+`install()` puts it in place on BasicSR's BaseModel, which every model's construction and validation pass
+through, whatever the entry point (`jude_arch/train.py`, `jude_arch/test.py`, `python -m basicsr.train`
+through the import hook): the train and test pipelines build the model right after their
+`cudnn.benchmark = True` and before any convolution, so the wrapped `__init__` sets the training value (train)
+or the validation value (test) there; `validation` runs under the validation value and restores the one it
+found afterwards.
 """
 import functools
 
@@ -55,23 +57,23 @@ def describe(settings):
             f'{OPTION}.benchmark_val)')
 
 
-def _policy_at_build(build_model):
-    """BasicSR's build_model, after setting cudnn.benchmark for the pipeline that calls it (train: training
-    value; test: validation value)."""
-    if getattr(build_model, 'jude_cudnn_policy', False):
-        return build_model
+def _policy_at_build(init):
+    """BaseModel.__init__, after setting cudnn.benchmark for what the model is built for (training: the
+    training value; testing: the validation value)."""
+    if getattr(init, 'jude_cudnn_policy', False):
+        return init
 
-    @functools.wraps(build_model)
-    def build_model_under_cudnn_policy(opt):
+    @functools.wraps(init)
+    def init_under_cudnn_policy(self, opt):
         from basicsr.utils import get_root_logger
 
         settings = cudnn_settings(opt)
         torch.backends.cudnn.benchmark = settings['benchmark_train' if opt.get('is_train') else 'benchmark_val']
         get_root_logger().info(describe(settings))
-        return build_model(opt)
+        init(self, opt)
 
-    build_model_under_cudnn_policy.jude_cudnn_policy = True
-    return build_model_under_cudnn_policy
+    init_under_cudnn_policy.jude_cudnn_policy = True
+    return init_under_cudnn_policy
 
 
 def _policy_in_validation(validation):
@@ -93,11 +95,8 @@ def _policy_in_validation(validation):
 
 
 def install():
-    """Wrap build_model in basicsr.train and basicsr.test, and BaseModel.validation (once)."""
-    import basicsr.test
-    import basicsr.train
+    """Wrap BaseModel.__init__ and BaseModel.validation (once)."""
     from basicsr.models.base_model import BaseModel
 
-    basicsr.train.build_model = _policy_at_build(basicsr.train.build_model)
-    basicsr.test.build_model = _policy_at_build(basicsr.test.build_model)
+    BaseModel.__init__ = _policy_at_build(BaseModel.__init__)
     BaseModel.validation = _policy_in_validation(BaseModel.validation)
