@@ -38,7 +38,7 @@ EXIT_FAILED, EXIT_NO_GPU, EXIT_INCOMPLETE = 1, 3, 4
 # 7.5 minutes: the plan's items take about 6.5 minutes on one H200 (estimated from its first run, docs/gpu.md);
 # start-up, stopping an item and the table are counted inside it, so the check ends 30 s under 8 minutes.
 DEFAULT_BUDGET_S = 450
-RESERVE_S = 5  # kept back from the budget for stopping an item (time_limit.GRACE_S twice) and the table
+RESERVE_S = 6  # kept back from the budget for stopping an item (time_limit.GRACE_S twice, then SIGKILL) and the table
 VERSIONS_TAG = 'JUDE_GPU_CHECK_VERSIONS '
 TEST_OUTCOME = re.compile(r'^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b', re.M)
 
