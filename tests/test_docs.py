@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))]
 # Top-level folders of the repository; a path into one of them, named in code, must exist.
 REPO_FOLDERS = ('jude_arch', 'datasets_prep', 'options', 'tests', 'docs', '.ci')
+# Scripts the docs run that a documented command writes first: {path: the repository file it is a copy of}.
+GENERATED_SCRIPTS = {'wheelhouse/install.py': 'jude_arch/tools/offline_install.py'}
 
 FENCE = re.compile(r'^```(\w*)\n(.*?)^```', re.M | re.S)
 INLINE = re.compile(r'`([^`]+)`')  # a code span may wrap onto the next line
@@ -181,9 +183,16 @@ def test_documented_files_exist():
     for page in PAGES:
         for code in all_code(read(page)):
             paths |= {(path.rstrip('.'), relative(page)) for path in REPO_PATH.findall(code)}
+    paths = {(GENERATED_SCRIPTS.get(path, path), where) for path, where in paths}
     missing = sorted((path, where) for path, where in paths
                      if not (ROOT / path).exists() and not list(ROOT.glob(path)))
     assert not missing, f'documented paths that do not exist: {missing}'
+
+
+def test_generated_scripts_are_written_by_their_tool():
+    from jude_arch.tools import wheelhouse
+
+    assert wheelhouse.INSTALLER == ROOT / GENERATED_SCRIPTS['wheelhouse/install.py']
 
 
 def test_documented_python_names_resolve():
@@ -234,7 +243,7 @@ with open(out_path, 'w') as out:
 def test_documented_commands_run_and_accept_their_flags(tmp_path):
     """`--help` of each of this project's documented commands exits 0 and lists every flag the docs pass it."""
     commands = [c for c in documented_commands() if ours(c)]
-    targets = {'console': entry_points(), 'script': {}, 'module': {}}
+    targets = {'console': entry_points(), 'script': GENERATED_SCRIPTS, 'module': {}}  # a generated script's source
     jobs = sorted({(c.kind + ' ' + c.target, c.kind, targets[c.kind].get(c.target, c.target)) for c in commands})
     out = tmp_path / 'help.json'
     subprocess.run([sys.executable, '-c', HELP_RUNNER, json.dumps(jobs), str(out)], cwd=ROOT, check=True,
