@@ -73,7 +73,9 @@ setup(
         'torchvision>=0.25',
         'lmdb',
         'pyyaml',
-        'opencv-python',
+        # OpenCV (cv2) is not named here: basicsr requires opencv-python, and GPU images carry
+        # opencv-python-headless, the same cv2 under a name pip cannot take for it; the offline installer
+        # (jude_arch/tools/offline_install.py) checks that cv2 imports, whichever provides it.
         'tb-nightly',
         'addict',
         'numpy',

@@ -2,7 +2,7 @@
 
 Metrics go to the log in results/<name>/ and, with the options' `protocol` section, frame count and metric
 settings, to results/<name>/metrics_<dataset>.json; images to results/<name>/visualization/<dataset>/, under the
-working directory.
+working directory. cuDNN does not autotune here (options `cudnn.benchmark_val`, docs/gpu.md).
 """
 import os
 import sys

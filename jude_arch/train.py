@@ -3,6 +3,7 @@
 BasicSR's flags: --launcher none|pytorch|slurm, --auto_resume, --debug, --force_yml key:sub=value.
 experiments/, tb_logger/ (and relative dataset paths) are under the working directory.
 Multi-GPU: `torchrun --nproc_per_node=N jude_arch/train.py -opt ... --launcher pytorch` (CPU: gloo).
+cuDNN autotunes the training iterations' convolutions but not validation's (options `cudnn`, docs/gpu.md).
 """
 import os
 import sys

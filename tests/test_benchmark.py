@@ -138,3 +138,54 @@ def test_bad_arguments_name_the_value():
     assert done.returncode == 2 and "'mps' is not cpu, cuda or cuda:N" in done.stderr
     with pytest.raises(ValueError, match="'checkpoint' only changes training"):
         benchmark_case.build_case(case(variant='checkpoint'))
+
+
+@pytest.mark.slow
+def test_every_row_has_its_flops_rate_and_both_peaks(monkeypatch):
+    """GFLOP (counted on fake tensors: the same count as a real call), TFLOP/s = GFLOP / median, the warm-up's and
+    the timed calls' peaks; the fraction of the peak only where the device's peak is known."""
+    from torch.utils.flop_counter import FlopCounterMode
+    row = benchmark_case.measure(case(mode='train', height=32, width=32))
+    assert row['status'] == 'ok', row
+    _, step = benchmark_case.build_case(case(mode='train', height=32, width=32))
+    with FlopCounterMode(display=False) as counter:
+        step()
+    assert row['gflop'] == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-9)
+    assert row['tflop_per_s'] == pytest.approx(row['gflop'] / row['median_s'] / 1e3)
+    assert row['warmup_peak_bytes'] > 0 and row['peak_bytes'] > 0 and 'peak_fraction' not in row
+    assert row['items_per_s'] == pytest.approx(1 / row['median_s'])
+    monkeypatch.setattr(benchmark_case, 'peak_tflops', lambda name, math: 0.5)
+    row = benchmark_case.measure(case())
+    assert row['peak_fraction'] == pytest.approx(row['tflop_per_s'] / 0.5)
+    # checkpointing recomputes the operators' forward pass: counted, it is arithmetic the device does
+    assert benchmark_case.count_gflop(case(mode='train', variant='checkpoint')) > benchmark_case.count_gflop(
+        case(mode='train'))
+
+
+@pytest.mark.parametrize('name,math,peak', [('NVIDIA H200', 'bf16', 989.5), ('NVIDIA H100 80GB HBM3', 'tf32', 494.5),
+                                            ('NVIDIA H100 PCIe', 'bf16', 756.0), ('NVIDIA H200 NVL', 'fp32', 60.0),
+                                            ('NVIDIA A100-SXM4-80GB', 'fp16', 312.0), ('NVIDIA V100', 'bf16', None),
+                                            ('Some Future GPU', 'bf16', None), (None, 'fp32', None)])
+def test_known_peaks(name, math, peak):
+    from jude_arch.tools.device_peaks import peak_tflops
+    assert peak_tflops(name, math) == peak
+
+
+@pytest.mark.slow
+def test_a_timed_out_case_says_where_and_keeps_what_it_measured():
+    row = benchmark.run_case(case(height=96, width=96, mode='train', repeats=500), timeout=25)
+    assert row['status'] == 'timed out after 25 s in the timed call 1 of 500' or \
+        row['status'].startswith('timed out after 25 s in the timed call'), row['status']
+    assert row['gflop'] > 0 and row['first_s'] > 0 and 'stage' not in row
+
+
+def test_data_loader_case_reports_samples_per_second():
+    from jude_arch.tools.benchmark_data import measure_loader
+    loader_case = dict(preset='loader', height=32, width=32, batch=2, mode='data', variant='0 workers', workers=0,
+                       device='cpu', repeats=3, pairs=4)
+    row = measure_loader(loader_case)
+    assert row['status'] == 'ok', row
+    assert len(row['times_s']) == 3 and row['items_per_s'] == pytest.approx(2 * 3 / sum(row['times_s']))
+    step = dict(case(mode='train', height=32, width=32, batch=2), status='ok', median_s=4 * row['median_s'])
+    [line] = benchmark.loader_ratios([row, step])
+    assert '= 4.0× the rate of the small default training step' in line

@@ -3,7 +3,7 @@
 1. the small preset's forward and backward on the GPU in fp32, bf16 and fp16 match the CPU's fp32 result
    within the tolerances below, and the FFT data step stays float32 under autocast;
 2. JUDEModel trains 20 iterations in fp32, bf16 and fp16 (gradient scaler), saves, and --auto_resume goes on
-   from the saved iteration;
+   from the saved iteration (both runs in one child process: one interpreter and CUDA start-up);
 3. torchrun --nproc_per_node=1 ... --launcher pytorch trains over NCCL and validates;
 4. jude-restore --device cuda --tile auto restores a 12 MP photo with the full preset, and a tile at least as
    large as the image gives the untiled output;
@@ -28,7 +28,8 @@ from helpers import load_photo
 from jude_arch.archs import JUDE
 from jude_arch.precision import PRECISIONS
 from jude_arch.restore.restorer import JUDERestorer
-from training_helpers import PYTHON, ROOT, run, tiny_lolblur, tiny_options, train_log, write_yaml
+from training_helpers import (PYTHON, ROOT, run, tiny_lolblur, tiny_options, train_log, train_then_resume,
+                              write_yaml)
 
 DEVICE = torch.device(os.environ.get('JUDE_TEST_DEVICE', 'cuda'))
 ON_GPU = DEVICE.type == 'cuda'
@@ -111,33 +112,37 @@ def data(tmp_path_factory):
     return tiny_lolblur(tmp_path_factory)
 
 
-def gpu_options(data, name, total_iter, precision='fp32'):
-    """Tiny training options on the test device (BasicSR picks CUDA from num_gpu)."""
+def gpu_options(data, name, total_iter, precision='fp32', autotune=False):
+    """Tiny training options on the test device (BasicSR picks CUDA from num_gpu). cuDNN autotuning is off
+    unless asked for: each search sizes its trial workspace to the GPU's free memory, for every new shape, a
+    cost a 20-iteration run never earns back (the fp32 run keeps JUDE's default, autotuned training)."""
+    sections = {} if autotune else {'cudnn': {'benchmark_train': False}}
     return tiny_options(data, name, total_iter=total_iter, periods=[40], num_gpu=1 if ON_GPU else 0,
-                        train={'precision': precision})
+                        train={'precision': precision}, **sections)
 
 
 @pytest.mark.parametrize('precision', ['fp32', *HALF])
 def test_training_20_iterations_saves_and_resumes(data, tmp_path, precision):
     skip_without(precision)
     name = f'cuda_{precision}'
-    opt = gpu_options(data, name, total_iter=20, precision=precision)
-    run([PYTHON, ROOT / 'jude_arch' / 'train.py', '-opt', write_yaml(opt, tmp_path / 'train.yml')], cwd=tmp_path)
-    first = train_log(tmp_path / 'experiments', name)
+    opt = gpu_options(data, name, total_iter=20, precision=precision, autotune=precision == 'fp32')
+    first_yml = write_yaml(opt, tmp_path / 'train.yml')
+    opt['train']['total_iter'] = 24
+    # One process trains, then resumes through --auto_resume: one interpreter and CUDA start-up, not two.
+    first, log = train_then_resume(first_yml, write_yaml(opt, tmp_path / 'more.yml'), cwd=tmp_path)
     assert f'train.precision: {precision}' in first and 'iter:      20' in first
+    assert f"cuDNN autotuning (torch.backends.cudnn.benchmark): training {'on' if precision == 'fp32' else 'off'}" \
+        in first
     losses = [float(v) for v in re.findall(r'l_pix: ([-+\d.e]+)', first)]
     assert len(losses) == 20 and np.isfinite(losses).all()
     state = torch.load(tmp_path / 'experiments' / name / 'training_states' / '20.state', weights_only=True)
     assert state['iter'] == 20 and ('grad_scaler' in state) == (precision == 'fp16')
 
-    opt['train']['total_iter'] = 24
-    run([PYTHON, ROOT / 'jude_arch' / 'train.py', '-opt', write_yaml(opt, tmp_path / 'more.yml'), '--auto_resume'],
-        cwd=tmp_path)
-    log = train_log(tmp_path / 'experiments', name)[len(first):]
     assert re.search(r'Resuming training from epoch: \d+, iter: 20\.', log)
     logged = [int(i) for i in re.findall(r'iter:\s+(\d+),', log)]
     assert min(logged) == 21 and max(logged) == 24
     assert (tmp_path / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
+    assert 'Resuming training from epoch' in train_log(tmp_path / 'experiments', name)  # the log on disk too
 
 
 def test_torchrun_trains_over_nccl_and_validates(data, tmp_path):

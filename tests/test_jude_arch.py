@@ -9,7 +9,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from jude_arch.archs import JUDE, blur
 
-README = Path(__file__).resolve().parents[1] / 'README.md'
+ALGORITHM_DOC = Path(__file__).resolve().parents[1] / 'docs' / 'algorithm.md'
 
 
 def count(module):
@@ -160,7 +160,7 @@ def test_bf16_autocast_keeps_the_unrolling_at_fp32_precision(photo, shake_kernel
     assert relative_error(mixed['output'], reference['output']) < 0.02
 
 
-def test_full_preset_sizes_match_the_released_model_and_the_readme():
+def test_full_preset_sizes_match_the_released_model_and_the_docs():
     net = JUDE()
     assert [count(op) for op in (net.prox_p, net.prox_q, net.prox_z)] == [17_010_624] * 3
     assert count(net.enhancer) == 348_035 and count(net.denoiser) == 48_003
@@ -168,8 +168,8 @@ def test_full_preset_sizes_match_the_released_model_and_the_readme():
     assert count(net.kernel_estimator) == 4_991_138 - 1_539_489
     with_map = JUDE(kernel_size=33, num_kernels=2).kernel_estimator
     assert count(with_map.mask_up) + count(with_map.mask_tail) == 1_539_489 + 145  # + one output channel
-    # README's parameter table lists every module and the total with these figures.
-    table = README.read_text()
+    # docs/algorithm.md's parameter table lists every module and the total with these figures.
+    table = ALGORITHM_DOC.read_text()
     modules = {
         'Kernel estimator': net.kernel_estimator, 'Hyper-parameter net': net.hyper_net, 'D_P': net.prox_p,
         'D_Q': net.prox_q, 'D_Z': net.prox_z, 'Illumination enhancer': net.enhancer,

@@ -1,8 +1,6 @@
 """End to end on the CPU: synthesise → LMDB → jude_arch/train.py → --auto_resume → jude_arch/test.py,
 and mixing JUDE's parts with stock BasicSR ones (SRModel + JUDELoss, JUDEModel + SwinIR)."""
-import logging
 import re
-import sys
 
 import lmdb
 import pytest
@@ -10,8 +8,8 @@ import torch
 from basicsr.archs import build_network
 from basicsr.train import train_pipeline
 
-from training_helpers import (PYTHON, ROOT, eval_options, run, tiny_lolblur, tiny_options, train_log,
-                              write_yaml)
+from training_helpers import (PYTHON, ROOT, eval_options, pipeline_in_process, run, tiny_lolblur, tiny_options,
+                              train_log, write_yaml)
 
 NAME = 'tiny_e2e'
 
@@ -85,15 +83,6 @@ def test_test_script_writes_metrics_and_images_named_by_video(trained):
     assert len({key.split('_')[0] for key in keys}) == 2  # two held-out videos, frame names repeat across them
 
 
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def train_in_process(opt, work, monkeypatch):
     """BasicSR's train_pipeline in this process (no interpreter start-up): the mixing runs.
 
@@ -101,19 +90,9 @@ def train_in_process(opt, work, monkeypatch):
         tuple[dict, str]: the latest checkpoint and BasicSR's log messages of the run.
     """
     path = write_yaml(opt, work / f'{opt["name"]}.yml')
-    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(path)])
-    monkeypatch.chdir(work)
-    records, logger = Records(), logging.getLogger('basicsr')
-    level = logger.level
-    logger.addHandler(records)
-    logger.setLevel(logging.INFO)  # BasicSR sets it only when its logger is first made with a log file
-    try:
-        train_pipeline(str(work))
-    finally:
-        logger.removeHandler(records)
-        logger.setLevel(level)
+    log = pipeline_in_process(train_pipeline, ['train.py', '-opt', path], work, monkeypatch)
     checkpoint = torch.load(work / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth', weights_only=True)
-    return checkpoint, '\n'.join(records.messages)
+    return checkpoint, log
 
 
 def test_stock_srmodel_trains_jude_with_judeloss(data, tmp_path, monkeypatch):

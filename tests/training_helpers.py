@@ -1,5 +1,7 @@
-"""Shared by the training tests: one tiny synthetic LOL-Blur LMDB per session, tiny options, subprocess runs."""
+"""Shared by the training tests: one tiny synthetic LOL-Blur LMDB per session, tiny options, subprocess runs and
+BasicSR's pipelines in this process."""
 import copy
+import logging
 import os
 import signal
 import subprocess
@@ -137,6 +139,63 @@ def run(command, cwd, timeout=300, env=None):
     if proc.returncode:
         raise AssertionError(f'{" ".join(command)} failed ({proc.returncode}):\n{output[-4000:]}')
     return output
+
+
+# Printed between the two runs of `train_then_resume`.
+RESUME_MARK = '--- train_then_resume: the first run ended; resuming ---'
+_TRAIN_THEN_RESUME = f"""
+import sys
+first, second, root = sys.argv[1:4]
+sys.path.insert(0, root)  # this checkout's jude_arch, as running jude_arch/train.py from it would
+from jude_arch.train import main
+sys.argv = ['train.py', '-opt', first]
+main()
+print({RESUME_MARK!r}, file=sys.stderr, flush=True)
+sys.argv = ['train.py', '-opt', second, '--auto_resume']
+main()
+"""
+
+
+def train_then_resume(first_yml, second_yml, cwd, timeout=600, env=None):
+    """jude_arch/train.py's `main` with `-opt first_yml`, then with `-opt second_yml --auto_resume`, both in one
+    child process: one interpreter (and CUDA) start-up instead of two. The resume is BasicSR's --auto_resume path
+    as on the command line (options parsed again, the newest training state found and loaded, the model rebuilt).
+    In one process BasicSR's logger keeps its first log file, so the resumed run appends to it.
+
+    Returns:
+        tuple[str, str]: the output (BasicSR's log lines included) of the first run and of the resumed run.
+    """
+    out = run([PYTHON, '-c', _TRAIN_THEN_RESUME, first_yml, second_yml, ROOT], cwd=cwd, timeout=timeout, env=env)
+    first, resumed = out.split(RESUME_MARK)
+    return first, resumed
+
+
+class Records(logging.Handler):
+    """Keeps the messages a logger emits."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def pipeline_in_process(pipeline, argv, work, monkeypatch):
+    """BasicSR's train_pipeline or test_pipeline in this process (no interpreter start-up), with the command line
+    `argv`, from the folder `work`; returns BasicSR's log messages of the run."""
+    monkeypatch.setattr(sys, 'argv', [str(a) for a in argv])
+    monkeypatch.chdir(work)
+    records, logger = Records(), logging.getLogger('basicsr')
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)  # BasicSR sets it only when its logger is first made with a log file
+    try:
+        pipeline(str(work))
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+    return '\n'.join(records.messages)
 
 
 def train_log(experiments, name):

@@ -1,4 +1,5 @@
 """JUDE's network: the registered `JUDE` architecture and its parts."""
+from .compiling import compile_network
 from .config import PRESETS, JUDEConfig
 from .data_step import BOUNDARIES, FFTDataStep, blur, psf2otf, solve_i_update
 from .hyper_net import HyperNet
@@ -12,5 +13,5 @@ from .retinex_heads import IlluminationEnhancer, ReflectanceDenoiser
 __all__ = [
     'BOUNDARIES', 'FFTDataStep', 'blur', 'psf2otf', 'solve_i_update', 'HyperNet', 'JUDE', 'JUDEConfig', 'PRESETS',
     'State', 'KernelEstimator', 'JUDEKernelNet', 'ProximalOperator', 'ResUNet', 'IlluminationEnhancer',
-    'ReflectanceDenoiser'
+    'ReflectanceDenoiser', 'compile_network'
 ]

@@ -41,9 +41,11 @@ class JUDEConfig:
             I-update, which reproduces a defect on purpose (see `data_step`); only for the released weights.
         refine_steps (int): expectation–maximisation passes that refine the unobserved band around the frame
             in the padded boundary modes (2; ignored by 'circular' and 'released'; docs/algorithm.md).
-        checkpoint_stages (bool): gradient checkpointing of the proximal operators: each call keeps only its
-            input and recomputes its activations in the backward pass. Same result, a fraction of the
-            training memory, about one more forward pass of compute (False).
+        checkpoint_stages (bool | str): gradient checkpointing of the proximal operators: each call keeps only
+            its input and recomputes its activations in the backward pass. Same result, a fraction of the
+            training memory, about one more forward pass of compute (False). 'auto': only when a training
+            step's activations would not fit the device's free memory, estimated from the input's shape
+            (`checkpoint_policy`).
         channels_last (bool): run the convolutional sub-networks in the channels_last (NHWC) memory
             format, which oneDNN and cuDNN convolve faster; the unrolled variables and the FFT step stay
             NCHW. Same result up to float rounding (True).
@@ -72,7 +74,7 @@ class JUDEConfig:
     denoiser_width: int = 32
     boundary: str = 'replicate'
     refine_steps: int = 2
-    checkpoint_stages: bool = False
+    checkpoint_stages: object = False  # True, False or 'auto'
     channels_last: bool = True
     kernel_pad_input: bool = True
     enhancer_variant: str = 'paper'
@@ -97,10 +99,12 @@ class JUDEConfig:
                              ('enhancer_variant', IlluminationEnhancer.VARIANTS)):
             if getattr(self, key) not in allowed:
                 self._fail(key, f'one of {allowed}')
-        for key in ('share_operators', 'checkpoint_stages', 'channels_last', 'kernel_pad_input',
-                    'hypernet_batch_stats', 'kernel_statistics'):
+        for key in ('share_operators', 'channels_last', 'kernel_pad_input', 'hypernet_batch_stats',
+                    'kernel_statistics'):
             if not isinstance(getattr(self, key), bool):
                 self._fail(key, 'true or false')
+        if not isinstance(self.checkpoint_stages, bool) and self.checkpoint_stages != 'auto':
+            self._fail('checkpoint_stages', 'true, false or auto')
         try:
             check_boundary(self.boundary, self.num_kernels)
         except ValueError as error:

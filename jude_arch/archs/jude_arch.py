@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from basicsr.utils.registry import ARCH_REGISTRY
 
+from .checkpoint_policy import AutoCheckpoint
 from .config import JUDEConfig
 from .data_step import FFTDataStep
 from .hyper_net import HyperNet
@@ -84,13 +85,20 @@ class JUDE(nn.Module):
 
         def operators():
             return nn.ModuleList(
-                ProximalOperator(cfg.unet_channels, cfg.unet_blocks, checkpointed=cfg.checkpoint_stages, **layout)
+                ProximalOperator(cfg.unet_channels, cfg.unet_blocks, checkpointed=cfg.checkpoint_stages is True,
+                                 **layout)
                 for _ in range(copies))
 
         self.prox_p, self.prox_q, self.prox_z = operators(), operators(), operators()
         self.enhancer = Enhancer(3, 3, cfg.enhancer_width, cfg.enhancer_variant, **layout)
         self.denoiser = Denoiser(3, cfg.denoiser_width, **layout)
         self.memory_format = layout['memory_format']
+        self.auto_checkpoint = None
+        if cfg.checkpoint_stages == 'auto':
+            probe_options = dict(self.config, checkpoint_stages=False)
+            self.auto_checkpoint = AutoCheckpoint(
+                lambda device: JUDE(**probe_options).to(device).train(),
+                lambda: sum(p.numel() * p.element_size() for p in self.parameters()))
 
     @classmethod
     def option_names(cls):
@@ -109,6 +117,8 @@ class JUDE(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f'JUDE expects an N×3×H×W RGB batch, got shape {tuple(x.shape)}')
         x = x.contiguous()
+        if self.auto_checkpoint is not None:
+            self._set_checkpointing(x)
         kernel, weight_map = self.kernel_estimator(x.contiguous(memory_format=self.memory_format))
         lambdas, gammas = self.hyper_net(kernel)
         data_step = FFTDataStep(x, kernel, weight_map, self.boundary, self.refine_steps)
@@ -139,6 +149,15 @@ class JUDE(nn.Module):
         for name in State._fields:
             result[name] = [getattr(stage, name) for stage in history]
         return result
+
+    @torch.compiler.disable
+    def _set_checkpointing(self, x):
+        """checkpoint_stages 'auto': checkpoint the operators of this pass only when it records gradients and
+        its activations would not fit (`checkpoint_policy`); outside compiled code, as it measures and logs."""
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        checkpointed = training and self.auto_checkpoint(x)
+        for operator in (*self.prox_p, *self.prox_q, *self.prox_z):
+            operator.checkpointed = checkpointed
 
     def retinex_updates(self, t, state, lam, gam):
         """Steps 1-4 of stage t (docs/algorithm.md): P, R, Q, L."""

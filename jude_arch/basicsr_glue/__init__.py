@@ -6,6 +6,7 @@
 - `shims.py`: the run-time shims (`apply_runtime_shims`): distributed init without CUDA, safe options loading
   plus the typo check, and `BaseModel.load_network` through the project's safe checkpoint reader.
 - `resume.py`: `--auto_resume` without CUDA and past a damaged newest training state.
+- `cudnn.py`: where cuDNN autotunes convolutions (the options' `cudnn` section): training on, validation off.
 
 A package rather than one module because the hook must stay importable by path without torch, yaml or the
 package itself, while the run-time shims need all three.

@@ -1,8 +1,9 @@
 """Run-time shims that let BasicSR 1.4.2 run on today's torch and on machines without CUDA (docs/basicsr_plugin.md).
 
 `apply_runtime_shims` patches BasicSR's distributed init (no CUDA assumed, the right GPU per node), its resume
-loader (`resume.py`), its options loading (a safe YAML loader, then the typo check of the options JUDE owns)
-and `BaseModel.load_network` (the project's safe checkpoint reader). `import jude_arch` applies it, so
+loader (`resume.py`), its options loading (a safe YAML loader, then the typo check of the options JUDE owns),
+`BaseModel.load_network` (the project's safe checkpoint reader) and where cuDNN autotunes (`cudnn.py`).
+`import jude_arch` applies it, so
 `jude_arch/train.py`, `jude_arch/test.py` and, through the import hook, `python -m basicsr.train` all get the
 fixes. The one shim that must run before `import basicsr` is in `import_hook.py`.
 """
@@ -16,6 +17,7 @@ import torch.distributed as dist
 
 from ..checkpoint_io import read_checkpoint, state_dict_of, strip_module_prefix
 from ..released import convert_if_released
+from . import cudnn
 from .resume import load_resume_state
 
 __all__ = ['apply_runtime_shims', 'dist_backend']
@@ -96,7 +98,8 @@ def _ordered_yaml():
 
 
 def _checked(parse_options):
-    """BasicSR's parse_options followed by the typo check of `jude_arch.option_check`."""
+    """BasicSR's parse_options followed by the typo check of `jude_arch.option_check` and of the `cudnn`
+    section (`cudnn.py`), so that a bad key stops the run before anything is built."""
     if getattr(parse_options, 'jude_checked', False):
         return parse_options
 
@@ -105,6 +108,7 @@ def _checked(parse_options):
 
         opt, args = parse_options(root_path, is_train=is_train)
         check_options(opt)
+        cudnn.cudnn_settings(opt)
         return opt, args
 
     parse_and_check.jude_checked = True
@@ -113,8 +117,9 @@ def _checked(parse_options):
 
 def apply_runtime_shims():
     """Patch BasicSR's distributed init and resume loader (docs/basicsr_plugin.md), its options loading
-    (safe YAML, then the typo check) in basicsr.train and basicsr.test, and its network loader (`weights_only=True`
-    on every torch version, and the authors' released checkpoint understood)."""
+    (safe YAML, then the typo check) in basicsr.train and basicsr.test, its network loader (`weights_only=True`
+    on every torch version, and the authors' released checkpoint understood), and its cuDNN autotuning (the
+    options' `cudnn` section, docs/gpu.md)."""
     import basicsr.test
     import basicsr.train
     from basicsr.models.base_model import BaseModel
@@ -127,3 +132,4 @@ def apply_runtime_shims():
     options.ordered_yaml = _ordered_yaml
     basicsr.train.parse_options = _checked(basicsr.train.parse_options)
     basicsr.test.parse_options = _checked(basicsr.test.parse_options)
+    cudnn.install()

@@ -52,6 +52,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..archs import JUDE
+from ..archs.compiling import compile_network, compile_parts
 from ..checkpoint_io import plain, strip_module_prefix
 from ..precision import auto_precision, autocast
 from ..precision import resolve as resolve_precision
@@ -76,8 +77,8 @@ class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
 
     # The `train` and `val` keys read here on top of SRModel's (the module docstring); the options check
     # (`jude_arch.option_check`) refuses any other key of these sections.
-    TRAIN_OPTIONS = ('precision', 'grad_clip', 'max_nonfinite_steps') + PHYSICS_LOSSES
-    VAL_OPTIONS = ('precision', 'tile', 'tb_images', 'physics')
+    TRAIN_OPTIONS = ('precision', 'grad_clip', 'max_nonfinite_steps', 'compile') + PHYSICS_LOSSES
+    VAL_OPTIONS = ('precision', 'tile', 'tb_images', 'physics', 'compile')
 
     def __init__(self, opt):
         if opt.get('num_gpu', 0) and not torch.cuda.is_available():
@@ -86,6 +87,8 @@ class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
         super().__init__(opt)
         self.val_precision = _check_precision('val.precision', (opt.get('val') or {}).get('precision', 'fp32'),
                                               self.device)
+        if not self.is_train:  # testing (training compiles in init_training_settings)
+            self._compile('val.compile', self.net_g, (opt.get('val') or {}).get('compile', False))
 
     # ---- devices -------------------------------------------------------------------------------------------
     def model_to_device(self, net):
@@ -106,9 +109,22 @@ class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
             train_opt['pixel_opt'] = dict(DEFAULT_LOSS)
             get_root_logger().info(f'No loss given: using the paper\'s loss {DEFAULT_LOSS}.')
         self._init_precision_and_clipping(train_opt)
+        self._compile('train.compile', self.net_g, train_opt.get('compile', False))
         super().init_training_settings()
         self._init_physics_losses(train_opt)
         self._check_schedule('the YAML')
+        if self.ema_decay > 0:  # validation and testing run the EMA network
+            self._compile('val.compile', self.net_g_ema, (self.opt.get('val') or {}).get('compile', False))
+
+    def _compile(self, where, net, parts):
+        """Compile `net` in place as the option `where` asks (`jude_arch.archs.compiling`), and log it."""
+        try:
+            parts = compile_parts(parts, where)
+        except ValueError as error:
+            raise ValueError(f'options: {error}') from None
+        if parts:
+            compile_network(self.get_bare_model(net), parts)
+            get_root_logger().info(f'{where}: torch.compile of the {parts} (the first iterations compile)')
 
     def _init_precision_and_clipping(self, train_opt):
         self.precision = _check_precision('train.precision', train_opt.get('precision', 'fp32'), self.device)

@@ -75,6 +75,9 @@ def build_parser():
     parser.add_argument('--tile', default='auto', type=_tile,
                         help="tile side in pixels, 0 for whole images, or 'auto' (default): the largest tile that "
                         "fits half of the device's free memory")
+    parser.add_argument('--compile', nargs='?', const='operators', default=False, choices=['operators', 'network'],
+                        help='torch.compile the network (default: off; --compile alone: its convolutional operators; '
+                        '--compile network: the whole forward pass); the first image of each size compiles')
     parser.add_argument('--tile-overlap', type=int, help='overlap of neighbouring tiles (default: two kernel widths)')
     parser.add_argument('--suffix', default='', help='appended to each output file name, e.g. _jude (default: none)')
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg'],
@@ -244,7 +247,7 @@ def _run(args):
         network_opt = read_network_options(args.opt) if args.opt else None
         restorer = JUDERestorer.from_checkpoint(args.model_path, network_opt, device=args.device,
                                                 precision=args.precision, tile=args.tile,
-                                                tile_overlap=args.tile_overlap)
+                                                tile_overlap=args.tile_overlap, compile=args.compile)
         inputs = collect_inputs(args.input, args.output)
         if not inputs:
             raise RestoreError(f'{args.input}: no images found (extensions: {" ".join(IMAGE_EXTENSIONS)})')

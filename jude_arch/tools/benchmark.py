@@ -1,21 +1,30 @@
-"""Benchmark JUDE: time and peak memory of a forward pass (inference) and of a training step.
+"""Benchmark JUDE: time, arithmetic rate and peak memory of a forward pass (inference) and of a training step.
 
     python -m jude_arch.tools.benchmark --quick                   # the CPU subset, planned for 5 minutes on 2 cores
     python -m jude_arch.tools.benchmark                           # every preset × size × mode × variant
     python -m jude_arch.tools.benchmark --presets full --sizes 1120x640 --modes forward --variants default bf16
-    python -m jude_arch.tools.benchmark --quick --flops --json bench.json   # + GFLOP per call, + a JSON record
+    python -m jude_arch.tools.benchmark --presets full --sizes 256x256 --batch 12 --modes train data  # phase 1
+    python -m jude_arch.tools.benchmark --quick --json bench.json    # + a JSON record of every row
 
 Sizes are width×height (LOL-Blur frames are 1120x640). Every case runs in a fresh subprocess, so that its
-peak memory is its own and a case that runs out of memory or crashes is reported without ending the run:
-- CUDA: torch.cuda.max_memory_allocated() minus what was allocated before the first call (model, input).
-- CPU: the process's peak resident set size (ru_maxrss) minus its resident size just before the first
-  call. This counts everything the step touches (activations, gradients, oneDNN buffers, allocator slack);
-  the first call is part of it because it is the call that faults every page in. CPU cases run under an
+peak memory is its own and a case that runs out of memory or crashes is reported without ending the run.
+Each case's FLOPs (convolutions, matmuls; a multiply-add is 2) are counted once on fake tensors (no computation,
+about a second), so every row has its GFLOP per call, its achieved TFLOP/s and, on a GPU of `device_peaks`'
+table, the fraction of the device's dense peak for the math it runs (bf16, fp16, TF32 or fp32).
+Memory is taken twice (`benchmark_case.measure`): over the warm-up (`warmup_peak_bytes`: on CUDA with cuDNN's
+autotuning workspaces) and over the timed calls after it (`peak_bytes`, the step's own memory), each above
+what was allocated before the first call (model, input):
+- CUDA: torch.cuda.max_memory_allocated(), reset after the warm-up.
+- CPU: the resident set's high-water mark (VmHWM, reset after the warm-up where Linux allows it). This counts
+  everything the step touches (activations, gradients, oneDNN buffers, allocator slack). CPU cases run under an
   address-space limit of the memory available when the benchmark started, so an oversized case fails
   with "out of memory" instead of swapping or drawing the kernel's OOM killer onto other processes.
 Times are the median of `--repeats` calls after `--warmup` calls (synchronised on CUDA); on CPU the
 process's CPU time per call (all threads) is reported too: with `--threads 1` on a shared machine it
 moves much less than the wall time (with more threads, OpenMP spin-waiting inflates it under contention).
+`--timeout` bounds each case; a case stopped by it still reports the stage it reached and what it measured.
+`--modes data` times the data loader alone (`benchmark_data`) and prints how many times faster than each
+measured training step of the same crop and batch it delivers batches.
 """
 import argparse
 import json
@@ -26,8 +35,11 @@ import sys
 
 from ..restore.memory import meminfo
 from .benchmark_case import TRAIN_ONLY, VARIANT_PRECISION, VARIANTS, limit_address_space, measure
+from .benchmark_data import measure_loader
 
-MODES = ('forward', 'train')
+# 'data': the data loader alone (`benchmark_data`), one case per device and size, only when asked for.
+MODES = ('forward', 'train', 'data')
+DEFAULT_MODES = ('forward', 'train')
 PRESETS = ('small', 'full')
 SIZES = ('256x256', '512x512', '1120x640')
 # --quick: what fits in about five minutes on a 2-core CPU, without torch.compile of the full preset
@@ -73,18 +85,36 @@ def machine_info():
 
 
 def run_case(case, timeout=None):
-    """Run one case in a fresh Python process (see the module docstring for why); return its row."""
+    """Run one case in a fresh Python process (see the module docstring for why); return its row.
+
+    The worker prints its row after every stage, so a case stopped by `timeout` still reports how far it got
+    (e.g. "timed out after 240 s in the first call", with its FLOP count and, past the first call, its time).
+    """
     command = [sys.executable, '-m', 'jude_arch.tools.benchmark', '--worker', json.dumps(case)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(case, status=f'timed out after {timeout} s')
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+    except subprocess.TimeoutExpired as expired:
+        row = _last_row(expired.stdout) or dict(case)
+        stage = row.pop('stage', None)
+        return dict(row, status=f'timed out after {timeout:g} s' + (f' in the {stage}' if stage else ''))
+    row = _last_row(done.stdout)
+    if row is not None and 'stage' not in row:
+        return row
     stderr = done.stderr.strip().splitlines()
     reason = 'killed (out of memory?)' if done.returncode in (-9, 137) else f'exit code {done.returncode}'
-    return dict(case, status=f'failed: {reason}: {stderr[-1][:200] if stderr else "no output"}')
+    partial = {k: v for k, v in (row or case).items() if k != 'stage'}
+    where = f" in the {row['stage']}" if row and row.get('stage') else ''
+    return dict(partial, status=f'failed{where}: {reason}: {stderr[-1][:200] if stderr else "no output"}')
+
+
+def _last_row(stdout):
+    """The last row a worker printed (complete, or partial with its 'stage'), or None."""
+    if isinstance(stdout, bytes):
+        stdout = stdout.decode(errors='replace')
+    for line in reversed((stdout or '').splitlines()):
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    return None
 
 
 def skipped_variants(args, device):
@@ -109,34 +139,70 @@ def plan(args):
         for preset in args.presets:
             for height, width in args.sizes:
                 for mode in args.modes:
+                    if mode == 'data':
+                        continue
                     variants = QUICK[preset][mode] if args.quick and not args.variants else args.variants or VARIANTS
                     for variant in variants:
                         if (mode == 'forward' and variant in TRAIN_ONLY) or variant in skipped:
                             continue
                         cases.append(dict(preset=preset, height=height, width=width, batch=args.batch, mode=mode,
                                           variant=variant, device=device, warmup=args.warmup,
-                                          repeats=args.repeats, threads=args.threads, flops=args.flops))
+                                          repeats=args.repeats, threads=args.threads))
+        if 'data' in args.modes:
+            workers = getattr(args, 'workers', 6)
+            cases += [dict(preset='loader', height=height, width=width, batch=args.batch, mode='data',
+                           variant=f'{workers} workers', workers=workers, device=device,
+                           repeats=max(args.repeats, 10), threads=args.threads) for height, width in args.sizes]
     return cases
 
 
+def _print_row(row):
+    print(RESULT_TAG + json.dumps(row), flush=True)
+
+
 def format_table(rows):
-    """A Markdown table of the rows; 'vs plain' is the plain variant's median time over this row's."""
+    """A Markdown table of the rows; 'vs plain' is the plain variant's median time over this row's.
+
+    'items/s': images (forward, train) or samples (data) per second; 'TFLOP/s' counts the FLOPs of one call
+    (with checkpointing, the recomputed forward too) over its median time; '% peak' is that over the device's
+    dense peak for the case's math (`device_peaks`; — where the device is not in the table); 'peak MiB' is the
+    memory of the timed calls after the warm-up, 'warm-up MiB' that of the warm-up (cuDNN autotuning included).
+    """
     plain = {_group(r): r['median_s'] for r in rows if r['variant'] == 'plain' and 'median_s' in r}
     lines = [
-        '| device | preset | input (W×H) | batch | mode | variant | median s | CPU s | first s | GFLOP '
-        '| peak MiB | vs plain | status |', '|' + '---|' * 13
+        '| device | preset | input (W×H) | batch | mode | variant | median s | items/s | CPU s | first s | GFLOP '
+        '| TFLOP/s | % peak | peak MiB | warm-up MiB | vs plain | status |', '|' + '---|' * 17
     ]
     for r in rows:
         ratio = plain.get(_group(r))
+        fraction = r.get('peak_fraction')
         cells = [
             r['device'], r['preset'], f"{r['width']}×{r['height']}", r['batch'], r['mode'], r['variant'],
-            _number(r.get('median_s'), 3), _number(r.get('cpu_median_s'), 3), _number(r.get('first_s'), 2),
-            _number(r.get('gflop'), 1),
-            _number(r['peak_bytes'] / 2**20, 0) if 'peak_bytes' in r else '—',
-            f"{ratio / r['median_s']:.2f}×" if ratio and 'median_s' in r else '—', r['status']
+            _number(r.get('median_s'), 3), _number(r.get('items_per_s'), 1), _number(r.get('cpu_median_s'), 3),
+            _number(r.get('first_s'), 2), _number(r.get('gflop'), 1), _number(r.get('tflop_per_s'), 3),
+            '—' if fraction is None else f'{100 * fraction:.1f}%', _mib(r.get('peak_bytes')),
+            _mib(r.get('warmup_peak_bytes')), f"{ratio / r['median_s']:.2f}×" if ratio and 'median_s' in r else '—',
+            r['status']
         ]
         lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
     return '\n'.join(lines)
+
+
+def loader_ratios(rows):
+    """Lines saying how fast each data-loader row feeds the training steps measured at its crop and batch."""
+    lines = []
+    for data in (r for r in rows if r['mode'] == 'data' and 'median_s' in r):
+        for step in (r for r in rows if r['mode'] == 'train' and 'median_s' in r
+                     and (r['device'], r['height'], r['width'], r['batch']) == (data['device'], data['height'],
+                                                                                 data['width'], data['batch'])):
+            lines.append(f"data loader ({data['variant']}, {data['width']}×{data['height']} crops, batch "
+                         f"{data['batch']}): {data['median_s']:.3f} s per batch = {step['median_s'] / data['median_s']:.1f}× "
+                         f"the rate of the {step['preset']} {step['variant']} training step ({step['median_s']:.3f} s)")
+    return lines
+
+
+def _mib(value):
+    return '—' if value is None else f'{value / 2**20:,.0f}'
 
 
 def _group(row):
@@ -158,15 +224,18 @@ def main(argv=None):
     parser.add_argument('--presets', nargs='+', choices=PRESETS, default=list(PRESETS))
     parser.add_argument('--sizes', nargs='+', type=parse_size, metavar='WxH',
                         help=f'input sizes, width×height (default: {" ".join(SIZES)}; --quick: 256x256)')
-    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(DEFAULT_MODES),
+                        help='forward, train (default: both) and data: the data loader alone, one row per size '
+                        '(the crop) with --batch and --workers')
     parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), help='default: all (--quick: see above)')
     parser.add_argument('--devices', nargs='+', help='default: cpu, and cuda when available')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--warmup', type=int, default=1, help='untimed calls before timing (at least 1)')
     parser.add_argument('--repeats', type=int, default=3, help='timed calls; the median is reported')
     parser.add_argument('--threads', type=int, help="torch threads (default: torch's own choice)")
-    parser.add_argument('--flops', action='store_true',
-                        help='count FLOPs (convolutions, matmuls; multiply-add = 2) in one extra untimed call')
+    parser.add_argument('--workers', type=int, default=6, help='data-loader workers of the data mode (default: 6, '
+                        'as the phase files)')
+    parser.add_argument('--flops', action='store_true', help=argparse.SUPPRESS)  # FLOPs are always counted now
     parser.add_argument('--timeout', type=float, help='seconds allowed per case (default: no limit)')
     parser.add_argument('--json', metavar='PATH', help='also write machine, settings and rows as JSON')
     parser.add_argument('--worker', help=argparse.SUPPRESS)  # internal: run one case, print its row
@@ -176,7 +245,8 @@ def main(argv=None):
         case = json.loads(args.worker)
         if case['device'] == 'cpu' and case.get('memory_limit'):
             limit_address_space(case['memory_limit'])
-        print(RESULT_TAG + json.dumps(measure(case)), flush=True)
+        measure_case = measure_loader if case['mode'] == 'data' else measure
+        print(RESULT_TAG + json.dumps(measure_case(case, report=_print_row)), flush=True)
         return
 
     import torch
@@ -221,6 +291,8 @@ def main(argv=None):
         print(f"{row['median_s']:.3f} s" if row['status'] == 'ok' else row['status'], flush=True)
     print()
     print(format_table(rows))
+    for line in loader_ratios(rows):
+        print(line)
     print('\nvariants: ' + '; '.join(f'{name}: {text}' for name, text in VARIANTS.items()))
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k not in ('worker', 'json')}

@@ -1,15 +1,21 @@
 """Build a wheelhouse: this project and what a GPU machine without internet lacks, installable offline.
 
-    python -m jude_arch.tools.wheelhouse wheelhouse/ --python-version 3.12        # on a machine with internet
-    pip install --no-index --find-links wheelhouse/ 'jude-basicsr[test]'    # on the GPU machine
+    python -m jude_arch.tools.wheelhouse wheelhouse/ --python-version 3.12 --platform manylinux_2_28_x86_64
+    python wheelhouse/install.py        # on the GPU machine, offline, with the Python of its environment
 
 GPU images come with their own PyTorch build (and usually numpy, OpenCV, scikit-image), which must stay as it
 is: reinstalling torch would replace the image's CUDA build, and offline it cannot even be fetched. So the
 wheelhouse holds this project's wheel and every dependency reachable from it *without passing through* the
-packages the target provides (`--provided`, by default torch, torchvision, numpy, opencv-python,
-scikit-image): basicsr, lmdb, addict, yapf, tb-nightly and theirs, and pytest for the test extra.
-`pip install --no-index` then installs only what the target lacks; nothing in here asks for a newer torch
-(this project needs torch ≥ 2.1, BasicSR torch ≥ 1.7).
+packages the target provides (`--provided`, by default torch, torchvision, numpy, scikit-image): basicsr,
+lmdb, addict, yapf, tb-nightly and theirs, and pytest for the test extra. Nothing in it asks for a newer torch
+(this project needs torch >= 2.10 and torchvision >= 0.25, BasicSR torch >= 1.7).
+
+OpenCV is never followed as a dependency: basicsr requires the distribution named opencv-python, while GPU
+images ship opencv-python-headless (the same `cv2`, another name, which pip cannot take for it), so
+`pip install --no-index ... 'jude-basicsr[test]'` fails there. The wheelhouse therefore carries
+opencv-python-headless for targets without any OpenCV (unless `--provided` names an OpenCV distribution), and
+`install.py` (a copy of `offline_install.py`, standard library only) installs on the target only what it
+lacks, OpenCV only where `import cv2` fails, then checks the imports.
 
 Wheels are fetched for the target interpreter and platform (`--python-version`, `--platform`; default: this
 one) with `pip download --no-deps --prefer-binary`, one level of the dependency tree at a time, each package's
@@ -36,10 +42,13 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
+from .offline_install import OPENCV
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = 'jude-basicsr'
-PROVIDED = ('torch', 'torchvision', 'numpy', 'opencv-python', 'scikit-image')
+PROVIDED = ('torch', 'torchvision', 'numpy', 'scikit-image')
 EXTRAS = ('test', )
+INSTALLER = Path(__file__).with_name('offline_install.py')  # written into the wheelhouse as install.py
 
 
 class WheelhouseError(RuntimeError):
@@ -75,6 +84,12 @@ def requirements_of(wheel, env, extras=()):
     return found
 
 
+def opencv_to_carry(provided):
+    """The OpenCV distribution the wheelhouse carries for targets without one (opencv-python-headless: no GUI
+    libraries needed), or None when `provided` (canonical names) says the target has an OpenCV."""
+    return None if set(provided) & set(OPENCV) else OPENCV[0]
+
+
 def _pip(*args, cwd=None):
     command = [sys.executable, '-m', 'pip', *args]
     done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
@@ -107,12 +122,13 @@ def build(out, python_version=None, platforms=(), provided=PROVIDED, extras=EXTR
         python_version (str | None): target Python, e.g. '3.12'; None: this interpreter's.
         platforms (sequence[str]): target platform tags (pip's --platform), e.g. 'manylinux_2_28_x86_64';
             empty: this machine's.
-        provided (sequence[str]): distributions the target already has; neither fetched nor followed.
+        provided (sequence[str]): distributions the target already has; neither fetched nor followed. Naming
+            an OpenCV distribution also leaves out the opencv-python-headless carried for targets without one.
         extras (sequence[str]): extras of this project to include ('test': pytest, for the GPU check).
         log (callable): progress messages.
 
     Returns:
-        list[Path]: the wheels, sorted.
+        list[Path]: the wheels, sorted (install.py is written beside them).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +136,8 @@ def build(out, python_version=None, platforms=(), provided=PROVIDED, extras=EXTR
         raise WheelhouseError(f'{ROOT}: no setup.py; build the wheelhouse from a clone of the repository')
     env = target_environment(python_version, platforms)
     provided = {canonicalize_name(name) for name in provided}
+    carried_opencv = opencv_to_carry(provided)
+    provided |= set(OPENCV) - {carried_opencv}  # never basicsr's opencv-python
     target = []
     if python_version:
         target += ['--python-version', python_version, '--implementation', 'cp']
@@ -131,7 +149,7 @@ def build(out, python_version=None, platforms=(), provided=PROVIDED, extras=EXTR
     chosen = {canonicalize_name(PROJECT): project}  # name → wheel
     specifiers = {}  # name → every specifier asked for
     extras_of = {}  # name → extras asked for (e.g. requests[socks])
-    pending = requirements_of(project, env, extras)
+    pending = requirements_of(project, env, extras) + ([Requirement(carried_opencv)] if carried_opencv else [])
     with tempfile.TemporaryDirectory() as scratch:
         for level in range(1, 100):
             if not pending:
@@ -176,7 +194,8 @@ def build(out, python_version=None, platforms=(), provided=PROVIDED, extras=EXTR
         name = canonicalize_name(parse_wheel_filename(stale.name)[0])
         if name in chosen:  # another version of a package chosen now
             stale.unlink()
-    log(f'{len(wheels)} wheels in {out}: ' + ', '.join(w.name for w in wheels))
+    shutil.copyfile(INSTALLER, out / 'install.py')
+    log(f'{len(wheels)} wheels in {out}: ' + ', '.join(w.name for w in wheels) + '; and install.py')
     return wheels
 
 
@@ -187,8 +206,7 @@ def _version(wheel):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m jude_arch.tools.wheelhouse', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='Install on the target: pip install --no-index --find-links <out> '
-                                     "'jude-basicsr[test]'")
+                                     epilog='Install on the target, offline: python <out>/install.py')
     parser.add_argument('out', type=Path, help='wheelhouse folder (created)')
     parser.add_argument('--python-version', help="target Python, e.g. 3.12 (default: this interpreter's, "
                         f'{sysconfig.get_python_version()})')
@@ -204,7 +222,7 @@ def main(argv=None):
     except WheelhouseError as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
-    print(f"install offline: pip install --no-index --find-links {args.out} 'jude-basicsr[test]'")
+    print(f'install on the target, offline, with the Python of its environment: python {args.out / "install.py"}')
     return 0
 
 
