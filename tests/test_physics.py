@@ -112,7 +112,7 @@ def test_reblur_loss_as_psnr_ranks_kernels_per_image_and_leaves_out_the_border(s
         -reblur_psnr(sharp, gaussian, observed, crop_border=7).item(), abs=0.2)
     assert loss(kernel, sharp, observed).item() < -55 < loss(gaussian, sharp, observed).item() + 20
     # Per image in decibels: a frame 10× darker counts as much, where L1 would shrink it tenfold.
-    dark = linear_to_srgb(0.1 * srgb_to_linear(torch.cat([sharp, sharp])))
+    dark = torch.cat([sharp, linear_to_srgb(0.1 * srgb_to_linear(sharp))])  # a frame and the same 10× darker
     pair = linear_to_srgb(blur(srgb_to_linear(dark), kernel))
     both = torch.cat([gaussian, gaussian])
     per_image = [loss(gaussian, dark[i:i + 1], pair[i:i + 1]).item() for i in range(2)]
