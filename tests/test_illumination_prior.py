@@ -78,3 +78,14 @@ def test_no_gradient_reaches_the_image_whose_edges_weigh_the_smoothness(sharp):
 def test_bad_edge_weight_is_a_clear_error():
     with pytest.raises(ValueError, match='edge_weight must be ≥ 0'):
         IlluminationSmoothnessLoss(edge_weight=-1)
+
+
+def test_a_latent_l_around_zero_costs_as_much_as_its_texture_not_a_division_by_its_mean(sharp):
+    """Early in training L is a latent map whose mean may be near or below zero: the terms stay bounded."""
+    noise = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1)).expand(1, 3, 64, 64)
+    textured = grey_light() * (1 + 0.5 * noise)
+    centred = textured - textured.mean() + 1e-7  # the same texture, mean ~0
+    loss = IlluminationSmoothnessLoss()
+    assert loss(centred, sharp).item() < 100 * loss(textured, sharp).item()
+    assert loss(-textured, sharp).item() == pytest.approx(loss(textured, sharp).item(), rel=1e-5)
+    assert illumination_gradient_ratio(centred, sharp).item() < 1000 * illumination_gradient_ratio(textured, sharp).item()
