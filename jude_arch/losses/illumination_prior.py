@@ -40,9 +40,9 @@ def _gradients(x):
 def _brightness_normalised_grey(x):
     """The channel mean of N×C×H×W images divided by its mean magnitude: N×1×H×W, scale-free.
 
-    The magnitude, not the signed mean: early in training JUDE's L is a latent map that may have a mean near or
-    below zero, and dividing by it (or by a tiny floor) made the loss explode (measured: 627 at iteration 20 of
-    the demo's recipe, 0.04 later). For light (L ≥ 0) the two are the same."""
+    The magnitude, not the signed mean: early in training JUDE's L is a latent map whose mean may be near or
+    below zero, and dividing by it (or by a tiny floor) would blow the terms up or flip their sign. For light
+    (L ≥ 0) the two are the same."""
     grey = x.float().mean(1, keepdim=True)
     return grey / grey.abs().mean((2, 3), keepdim=True).clamp_min(_EPS)
 
