@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from jude_arch.models.step_guard import DIVERGENCE_DEFAULTS, divergence_options
+from jude_arch.models.training_guards import TrainingStopped
 from jude_arch.option_check import OptionError
 from training_helpers import make_model, tiny_lolblur, train_batch
 
@@ -60,17 +61,22 @@ def test_a_finite_step_that_throws_the_weights_off_changes_nothing(data, tmp_pat
 
 def test_a_damaged_optimizer_state_is_caught_by_its_first_update(data, tmp_path, log):
     """Adam moments of 1e34 (a training state damaged in a way no checksum sees): the update they make is
-    skipped, and the damaged state stays as it was (training then stops at the limit)."""
-    model, _ = make_model(data, tmp_path, train={'max_nonfinite_steps': 5})
+    skipped, the damaged state stays as it was, and training stops at the limit, suspecting the state resumed."""
+    model, _ = make_model(data, tmp_path, train={'max_nonfinite_steps': 2})
     model.feed_data(train_batch(data))
     model.optimize_parameters(1)
     assert model.bad_streak == 0
     param = next(p for p in model.net_g.parameters() if p in model.optimizer_g.state)
     model.optimizer_g.state[param]['exp_avg'].view(-1)[:4] = 1e34
+    model.resumed_from = ('experiments/x/training_states/1.state', 1)
     before = state_of(model)
     model.optimize_parameters(2)
     assert_unchanged(model, before)
     assert model.bad_streak == 1 and 'iter 2: diverging step skipped' in log.text
+    with pytest.raises(TrainingStopped, match='They began with the first step after resuming from '
+                                              'experiments/x/training_states/1.state: that training state may be '
+                                              'damaged'):
+        model.optimize_parameters(3)
 
 
 def test_an_ordinary_step_goes_through_and_is_remembered(data, tmp_path):

@@ -12,6 +12,7 @@ Every error names the frame: its file, or its LMDB and key.
 import contextlib
 import os
 import struct
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -53,26 +54,29 @@ def encoded_size(data, name):
 def lmdb_values(folders):
     """Yield read(client, key, size=None) → bytes or None (the first `size` bytes only, without copying the rest),
     over LMDBs {client: folder} opened read-only for the scan and closed after it: an LMDB environment must not
-    stay open in a process that later forks data-loader workers or opens it again."""
+    stay open in a process that later forks data-loader workers or opens it again.
+
+    Raises:
+        lmdb.Error: an LMDB cannot be opened (py-lmdb opens one once per process: another reader holds it).
+    """
     import lmdb
 
-    envs = {client: lmdb.open(str(folder), readonly=True, lock=False, readahead=False)
-            for client, folder in folders.items()}
-    txns = {client: env.begin(buffers=True) for client, env in envs.items()}
-
-    def read(client, key, size=None):
-        value = txns[client].get(key.encode())
-        if value is None:
-            return None
-        return bytes(value[:size] if size else value)
-
+    envs = {}
     try:
+        for client, folder in folders.items():
+            envs[client] = lmdb.open(str(folder), readonly=True, lock=False, readahead=False)
+        txns = {client: env.begin(buffers=True) for client, env in envs.items()}
+
+        def read(client, key, size=None):
+            value = txns[client].get(key.encode())
+            if value is None:
+                return None
+            return bytes(value[:size] if size else value)
+
         yield read
     finally:
-        for txn in txns.values():
-            txn.abort()
         for env in envs.values():
-            env.close()
+            env.close()  # ends its transactions too
 
 
 def check_lmdb_frames(keys, folders, recorded, mode):
@@ -84,28 +88,35 @@ def check_lmdb_frames(keys, folders, recorded, mode):
         recorded (dict[str, dict]): per client, {key: (width, height)} from its meta_info.txt.
         mode (str): 'headers' or 'decode' (see the module docstring).
     """
-    with lmdb_values(folders) as read:
-        def frames():  # read here, in the scanning thread (an LMDB transaction is not shared between threads)
-            for key in keys:
-                for client, folder in folders.items():
-                    name = f'{folder}, key {key}'
-                    data = read(client, key, None if mode == 'decode' else _HEADER_BYTES)
-                    if data is None:
-                        raise ImageDataError(f'{name}: no such key in the LMDB (its meta_info.txt lists it); rebuild '
-                                             'it with datasets_prep/prepare_lolblur.py')
-                    yield key, client, (name, data)
+    import lmdb
 
-        def size_of(key, client, frame):
-            name, data = frame
-            size = _decoded_size(data, name) if mode == 'decode' else encoded_size(data, name)
-            expected = recorded.get(client, {}).get(key)
-            if expected is not None and tuple(size) != tuple(expected):
-                raise ImageDataError(f'{name}: the frame is {size[0]}×{size[1]} but meta_info.txt records '
-                                     f'{expected[0]}×{expected[1]}; rebuild the LMDB with '
-                                     'datasets_prep/prepare_lolblur.py')
-            return size
+    def frames(read):  # read here, in the scanning thread (an LMDB transaction is not shared between threads)
+        for key in keys:
+            for client, folder in folders.items():
+                name = f'{folder}, key {key}'
+                data = read(client, key, None if mode == 'decode' else _HEADER_BYTES)
+                if data is None:
+                    raise ImageDataError(f'{name}: no such key in the LMDB (its meta_info.txt lists it); rebuild '
+                                         'it with datasets_prep/prepare_lolblur.py')
+                yield key, client, (name, data)
 
-        _check_pairs(frames(), size_of, lambda key, client: f'{folders[client]}, key {key}', mode == 'decode')
+    def size_of(key, client, frame):
+        name, data = frame
+        size = _decoded_size(data, name) if mode == 'decode' else encoded_size(data, name)
+        expected = recorded.get(client, {}).get(key)
+        if expected is not None and tuple(size) != tuple(expected):
+            raise ImageDataError(f'{name}: the frame is {size[0]}×{size[1]} but meta_info.txt records '
+                                 f'{expected[0]}×{expected[1]}; rebuild the LMDB with datasets_prep/prepare_lolblur.py')
+        return size
+
+    try:
+        with lmdb_values(folders) as read:
+            _check_pairs(frames(read), size_of, lambda key, client: f'{folders[client]}, key {key}', mode == 'decode')
+    except lmdb.Error as error:  # not a damaged frame: the LMDB could not be opened for the scan
+        if 'already open' not in str(error):
+            raise ImageDataError(f'{", ".join(map(str, folders.values()))}: cannot be read ({error})') from None
+        warnings.warn(f'the pre-flight check of {", ".join(map(str, folders.values()))} is skipped: {error} (another '
+                      'dataset of this process reads it)', stacklevel=3)
 
 
 def check_file_frames(frames, mode):

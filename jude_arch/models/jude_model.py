@@ -245,5 +245,6 @@ class JUDEModel(ValidationMixin, PhysicsMixin, StepGuard, VerifiedCheckpoints, S
         if 'grad_scaler' in resume_state and self.grad_scaler.is_enabled():
             self.grad_scaler.load_state_dict(resume_state['grad_scaler'])
         self.load_step_guard_state(resume_state.get('step_guard'))
+        self.resumed_from = (self.opt['path'].get('resume_state'), resume_state['iter'])
         if 'random_states' in resume_state:
             set_random_states(resume_state['random_states'])

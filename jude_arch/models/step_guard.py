@@ -68,6 +68,7 @@ class StepGuard:
         self.step_history = {'update': deque(maxlen=window), 'loss': deque(maxlen=window)}
         self.bad_streak, self.bad_iters, self._scaler_skipped = 0, [], False
         self.last_update = None  # (‖Δw‖/‖w‖, lr, loss) of the last finite step, for the log and the tests
+        self.resumed_from = None  # (training state, its iteration) when the run resumed
         self._saved_buffers = []
 
     # ---- the step --------------------------------------------------------------------------------------------
@@ -205,8 +206,13 @@ class StepGuard:
             f'train.max_nonfinite_steps = {self.max_nonfinite_steps})')
         if self.bad_streak >= self.max_nonfinite_steps:
             iters = self.bad_iters[-self.bad_streak:]
+            suspect = ''
+            if self.resumed_from and iters[0] == self.resumed_from[1] + 1:
+                suspect = (f' They began with the first step after resuming from {self.resumed_from[0]}: that '
+                           'training state may be damaged; move it aside to resume from the one before.')
             message = (f'training stopped: {self.bad_streak} consecutive non-finite or diverging steps (iterations '
-                       f'{iters[0]}–{iters[-1]}); they changed nothing. {self.verified_sentence()} {DIVERGED_HINT}')
+                       f'{iters[0]}–{iters[-1]}); they changed nothing.{suspect} {self.verified_sentence()} '
+                       f'{DIVERGED_HINT}')
             get_root_logger().error(message)
             raise TrainingStopped(message)
 
