@@ -202,22 +202,54 @@ def corrupted_copy(lolblur, tmp_path):
     return tmp_path / 'copy'
 
 
-def test_garbage_lmdb_value_names_the_lmdb_and_key(lolblur, tmp_path):
+@pytest.mark.parametrize('phase, preflight', [('val', None), ('train', None), ('train', 'off')])
+def test_garbage_lmdb_value_names_the_lmdb_and_key(lolblur, tmp_path, phase, preflight):
+    """Found when the set is built (a validation set is decoded whole, a training set's headers are read), or,
+    with `preflight: off`, when the frame is read."""
     root = corrupted_copy(lolblur, tmp_path)
     with lmdb.open(str(root / 'lmdb/train_gt.lmdb'), map_size=2**24) as env, env.begin(write=True) as txn:
         txn.put(b'0003_0001', b'\x89PNG\r\n\x1a\n garbage')
-    dataset = build_dataset(dataset_opt(root, 'lmdb'))
-    with pytest.raises(ValueError, match=f'{root / "lmdb/train_gt.lmdb"}, key 0003_0001: not a readable image'):
+    message = f'{root / "lmdb/train_gt.lmdb"}, key 0003_0001: not a readable image'
+    opt = dataset_opt(root, 'lmdb', phase=phase, gt_size=16, **({'preflight': preflight} if preflight else {}))
+    if preflight is None:
+        with pytest.raises(ValueError, match=message):
+            build_dataset(opt)
+        return
+    dataset = build_dataset(opt)
+    with pytest.raises(ValueError, match=message):
         dataset[4]
 
 
-def test_truncated_frame_names_the_file(lolblur, tmp_path):
+def test_truncated_frame_stops_a_validation_set_when_built_and_a_training_set_when_read(lolblur, tmp_path):
     root = corrupted_copy(lolblur, tmp_path)
     frame = root / 'train/low_blur_noise/0000/0002.png'
-    frame.write_bytes(frame.read_bytes()[:-200])  # the header still reads: the dataset can be built
-    dataset = build_dataset(dataset_opt(root))
+    frame.write_bytes(frame.read_bytes()[:-200])  # the header still reads
+    with pytest.raises(ValueError, match=f'{frame}: not a readable image'):
+        build_dataset(dataset_opt(root))
+    dataset = build_dataset(dataset_opt(root, phase='train', gt_size=16))
     with pytest.raises(ValueError, match=f'{frame}: not a readable image'):
         dataset[2]
+
+
+def test_an_lmdb_frame_of_the_wrong_size_is_named_with_its_lmdb(lolblur, tmp_path):
+    """A frame replaced by hand in an LMDB: its header against meta_info.txt when the set is built, its size
+    against its pair's when read (`preflight: off`); both name the LMDB and the key."""
+    root = corrupted_copy(lolblur, tmp_path)
+    lq = root / 'lmdb/train_lq.lmdb'
+    with lmdb.open(str(lq), map_size=2**24) as env, env.begin(write=True) as txn:
+        txn.put(b'0003_0001', cv2.imencode('.png', np.zeros((24, 40, 3), np.uint8))[1].tobytes())
+    opt = dataset_opt(root, 'lmdb', phase='train', gt_size=16)
+    with pytest.raises(ValueError, match=f'{lq}, key 0003_0001: the frame is 40×24 but meta_info.txt records 40×32'):
+        build_dataset(opt)
+    dataset = build_dataset({**opt, 'preflight': 'off'})
+    with pytest.raises(ValueError, match=f'{lq}, key 0003_0001: size 40×24 differs from its gt '
+                                         f'{root / "lmdb/train_gt.lmdb"}, key 0003_0001 \\(40×32\\)'):
+        dataset[4]
+
+
+def test_preflight_must_be_a_known_level(lolblur):
+    with pytest.raises(ValueError, match="preflight must be one of \\('decode', 'headers', 'off'\\), got 'full'"):
+        build_dataset(dataset_opt(lolblur, preflight='full'))
 
 
 @pytest.mark.parametrize('backend', ['disk', 'lmdb'])
