@@ -276,3 +276,49 @@ def test_missing_option_is_named(lolblur, missing):
     del opt[missing]
     with pytest.raises(ValueError, match=f'datasets.train: {missing} .*is missing'):
         build_dataset(opt)
+
+
+@pytest.fixture(scope='module')
+def raw_lmdb(lolblur):
+    """The same frames packed raw (`prepare_lolblur --format raw`)."""
+    prepare_lolblur(lolblur, lolblur / 'lmdb_raw', splits=['train'], frame_format='raw')
+    return lolblur / 'lmdb_raw'
+
+
+def raw_opt(lolblur, raw_lmdb, **options):
+    return {**dataset_opt(lolblur, 'lmdb', **options), 'dataroot_lq': str(raw_lmdb / 'train_lq.lmdb'),
+            'dataroot_gt': str(raw_lmdb / 'train_gt.lmdb')}
+
+
+@pytest.mark.parametrize('phase', ['val', 'train'])
+def test_raw_frames_give_the_items_of_png_frames(lolblur, raw_lmdb, phase):
+    """Raw frames are read without decoding and cropped before they become float: the same items, bit for bit
+    (training crops, flips and noise included, drawn alike)."""
+    options = dict(phase=phase, gt_size=16, use_hflip=True, use_rot=True,
+                   lq_noise={'poisson_prob': 0.5}) if phase == 'train' else {}
+    png, raw = build_dataset(dataset_opt(lolblur, 'lmdb', **options)), build_dataset(raw_opt(lolblur, raw_lmdb,
+                                                                                               **options))
+    env = lmdb.open(str(raw_lmdb / 'train_lq.lmdb'), readonly=True, lock=False)
+    with env.begin() as txn:
+        assert all(value.startswith(b'JUDERAW1') for _, value in txn.cursor())
+    env.close()
+    for i in range(len(png)):
+        random.seed(i), np.random.seed(i), torch.manual_seed(i)
+        a = png[i]
+        random.seed(i), np.random.seed(i), torch.manual_seed(i)
+        b = raw[i]
+        assert torch.equal(a['lq'], b['lq']) and torch.equal(a['gt'], b['gt']) and a['key'] == b['key']
+
+
+def test_a_damaged_raw_frame_is_named(lolblur, raw_lmdb, tmp_path):
+    """A flipped pixel byte fails the frame's CRC-32, a cut frame its size; both found by the pre-flight scan."""
+    for damage, message in ((lambda v: v[:-1] + bytes([v[-1] ^ 1]), 'do not match their CRC-32'),
+                            (lambda v: v[:len(v) // 2], 'truncated or damaged')):
+        copy = tmp_path / f'{message[:5]}.lmdb'
+        shutil.copytree(raw_lmdb / 'train_lq.lmdb', copy)
+        env = lmdb.open(str(copy), map_size=1 << 26)
+        with env.begin(write=True) as txn:
+            txn.put(b'0003_0001', damage(txn.get(b'0003_0001')))
+        env.close()
+        with pytest.raises(ValueError, match=f'{copy}, key 0003_0001: .*{message}'):
+            build_dataset({**raw_opt(lolblur, raw_lmdb), 'dataroot_lq': str(copy)})

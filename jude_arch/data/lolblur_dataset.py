@@ -12,7 +12,7 @@ from basicsr.utils import FileClient, bgr2ycbcr, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torchvision.transforms.functional import normalize
 
-from .image_io import ImageDataError, decode_image
+from .image_io import ImageDataError, decode_frame
 from .lolblur_layout import frame_key, pair_frames
 from .lq_noise import add_lq_noise, parse_lq_noise
 from .preflight import check_file_frames, check_lmdb_frames, preflight_mode
@@ -234,7 +234,8 @@ class LOLBlurDataset(SeededDraws, PairedImageDataset):
                                      'datasets_prep/prepare_lolblur.py')
 
     def _read(self, path, client_key):
-        """Read and strictly decode one frame as float32 BGR in [0, 1]; errors name the file or LMDB key."""
+        """Read and strictly decode one frame, BGR, as stored (uint8 or uint16: cropped before it becomes float, so
+        that a raw frame costs only its crop); errors name the file or LMDB key."""
         if self.file_client is None:
             options = dict(self.io_backend_opt)
             self.file_client = FileClient(options.pop('type'), **options)
@@ -245,12 +246,18 @@ class LOLBlurDataset(SeededDraws, PairedImageDataset):
             raise ImageDataError(f'{name}: cannot be read ({error})') from None
         if data is None:  # an LMDB without this key
             raise ImageDataError(f'{name}: no such key in the LMDB; rebuild it with datasets_prep/prepare_lolblur.py')
-        image = decode_image(bytes(data), name)
+        image = decode_frame(data if isinstance(data, bytes) else bytes(data), name)
         if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
+            image = image[..., None]
         elif image.shape[2] == 4:  # BGRA: the alpha channel is not part of the scene
             image = image[..., :3]
-        return image.astype(np.float32) / np.iinfo(image.dtype).max
+        return image
+
+    @staticmethod
+    def _to_float(image):
+        """A frame as read (`_read`, cropped or not) as float32 BGR in [0, 1], three channels."""
+        converted = image.astype(np.float32) / np.iinfo(image.dtype).max
+        return np.repeat(converted, 3, axis=2) if converted.shape[2] == 1 else converted
 
     def _frame_name(self, path, client_key):
         """How errors name a frame: its file, or its LMDB and key."""
@@ -299,6 +306,8 @@ class LOLBlurDataset(SeededDraws, PairedImageDataset):
         if self.opt['phase'] == 'train':
             images, lq = paired_random_crop(images, lq, self.opt['gt_size'], 1, paths['gt_path'])
             images = images if isinstance(images, list) else [images]
+        images, lq = [self._to_float(image) for image in images], self._to_float(lq)
+        if self.opt['phase'] == 'train':
             augmented, (hflip, vflip, rot90) = augment([*images, lq], self.opt.get('use_hflip', False),
                                                        self.opt.get('use_rot', False), return_status=True)
             *images, lq = augmented

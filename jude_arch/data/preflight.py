@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
-from .image_io import ImageDataError, decode_image, image_header
+from .image_io import ImageDataError, decode_frame, image_header, raw_size
 
 MODES = ('decode', 'headers', 'off')
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -36,7 +36,11 @@ def preflight_mode(opt):
 
 
 def encoded_size(data, name):
-    """(width, height) of an encoded image from its first bytes: PNG's IHDR directly, other formats by Pillow."""
+    """(width, height) of a packed frame from its first bytes: a raw frame's header or PNG's IHDR directly, other
+    formats by Pillow."""
+    size = raw_size(data)
+    if size is not None:
+        return size
     if data[:8] == _PNG_SIGNATURE and data[12:16] == b'IHDR' and len(data) >= 24:
         return struct.unpack('>II', data[16:24])
     import io
@@ -137,7 +141,7 @@ def check_file_frames(frames, mode):
 
 
 def _decoded_size(data, name):
-    image = decode_image(data, name)
+    image = decode_frame(data, name)
     return image.shape[1], image.shape[0]
 
 
