@@ -23,8 +23,8 @@ def main(argv=None):
                         help='processes that decode and encode (default: 1)')
     parser.add_argument('--format', default='png', choices=FRAME_FORMATS, dest='frame_format',
                         help='how frames are stored: png (default; BasicSR\'s datasets read it too) or raw (about '
-                             '2.5x the space, read by LOLBlurDataset without decoding: training crops come many '
-                             'times faster, see docs/data.md)')
+                             'twice the space, read by LOLBlurDataset without decoding: training crops come about 5x '
+                             'faster, see docs/data.md)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace existing LMDBs once the new ones are complete')
     args = parser.parse_args(argv)

@@ -29,8 +29,8 @@ from .parallel import worker_map
 from .staging import refuse_existing, staged_outputs
 
 COMPRESS_LEVEL = 1  # PNG compression inside the LMDB: BasicSR's default, fast to decode while training
-# How frames are stored: 'png' (what BasicSR's own datasets read too) or 'raw' (`image_io.encode_raw`: about 2.5×
-# the space of PNG for LOL-Blur, read by LOLBlurDataset without a decode; docs/data.md has the measurements).
+# How frames are stored: 'png' (what BasicSR's own datasets read too) or 'raw' (`image_io.encode_raw`: about twice
+# the space of PNG, read by LOLBlurDataset without a decode; docs/data.md has the measurements).
 FRAME_FORMATS = ('png', 'raw')
 _PAGE = 4096
 
