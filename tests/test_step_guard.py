@@ -1,6 +1,4 @@
 """The divergence guard: a finite step that throws the model off its course changes nothing."""
-import logging
-
 import pytest
 import torch
 
@@ -13,18 +11,6 @@ from training_helpers import make_model, tiny_lolblur, train_batch
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     return tiny_lolblur(tmp_path_factory)
-
-
-@pytest.fixture
-def log(caplog):
-    """BasicSR's log of the test (its logger does not propagate to pytest's)."""
-    logger = logging.getLogger('basicsr')
-    level = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(level)
 
 
 def state_of(model):

@@ -19,18 +19,6 @@ def data(tmp_path_factory):
     return tiny_lolblur(tmp_path_factory)
 
 
-@pytest.fixture
-def log(caplog):
-    """BasicSR's log of the test (its logger does not propagate to pytest's)."""
-    logger = logging.getLogger('basicsr')
-    level = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(level)
-
-
 def nan_batch(data):
     batch = train_batch(data)
     batch['lq'][0, :, 3, 3] = float('nan')
