@@ -50,7 +50,7 @@ def test_phase_files_hold_the_papers_numbers(phase, monkeypatch, tmp_path, full_
 
     net = build_network(dict(opt['network_g']))
     assert isinstance(net, JUDE) and net.config['num_stages'] == 5 and net.config['kernel_size'] == 31
-    # Checkpoint only where a step would not fit (phase 3 in fp32 on an 80 GB GPU), not on an H200 (README)
+    # Checkpoint only where a step would not fit (phase 3 in fp32 on an 80 GB GPU), not on an H200 (docs/gpu.md)
     assert net.config['checkpoint_stages'] == 'auto' and net.auto_checkpoint is not None
     assert sum(p.numel() for p in net.parameters()) == full_net_parameters
 

@@ -148,7 +148,8 @@ def test_the_full_release_converts_without_missing_or_unexpected_keys():
     net = build_network(dict(converted['network_g']))
     result = net.load_state_dict(converted['params'], strict=True)
     assert not result.missing_keys and not result.unexpected_keys
-    # README: 56,501,430 released = 54,961,291 converted + 1,539,489 weight-map branch + 650 unused hyper-net rows
+    # docs/released_model.md: 56,501,430 released = 54,961,291 converted + 1,539,489 weight-map branch
+    # + 650 unused hyper-net rows
     assert sum(p.numel() for p in net.parameters()) == 54_961_291 == RELEASED_PARAMETERS - 1_539_489 - 650
     assert net.config['kernel_size'] == 33 and net.config['boundary'] == 'released'
 

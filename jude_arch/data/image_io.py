@@ -72,8 +72,8 @@ def decode_raw(data, name):
                              f'{height}×{channels} × {sample_bytes} bytes (truncated or damaged); rebuild it with '
                              'datasets_prep/prepare_lolblur.py')
     if zlib.crc32(pixels) != crc:
-        raise ImageDataError(f'{name}: the pixels of the raw frame do not match their CRC-32 (damaged); rebuild it with '
-                             'datasets_prep/prepare_lolblur.py')
+        raise ImageDataError(f'{name}: the pixels of the raw frame do not match their CRC-32 (damaged); rebuild it '
+                             'with datasets_prep/prepare_lolblur.py')
     image = np.frombuffer(pixels, _RAW_DTYPES[sample_bytes]).reshape(height, width, channels)
     return image[..., 0] if channels == 1 else image
 
