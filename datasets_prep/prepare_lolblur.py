@@ -9,7 +9,7 @@ import argparse
 
 from jude_arch.data.cli import positive_int, run_tool
 from jude_arch.data.lolblur_layout import LQ_FOLDERS, SPLITS
-from jude_arch.data.lolblur_lmdb import prepare_lolblur
+from jude_arch.data.lolblur_lmdb import FRAME_FORMATS, prepare_lolblur
 
 
 def main(argv=None):
@@ -21,11 +21,16 @@ def main(argv=None):
     parser.add_argument('--splits', nargs='+', default=list(SPLITS), help='splits to pack (default: train test)')
     parser.add_argument('--workers', type=positive_int, default=1,
                         help='processes that decode and encode (default: 1)')
+    parser.add_argument('--format', default='png', choices=FRAME_FORMATS, dest='frame_format',
+                        help='how frames are stored: png (default; BasicSR\'s datasets read it too) or raw (about '
+                             'twice the space, read by LOLBlurDataset without decoding: training crops come about 5x '
+                             'faster, see docs/data.md)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace existing LMDBs once the new ones are complete')
     args = parser.parse_args(argv)
     result = run_tool(lambda: prepare_lolblur(args.root, args.out, lq=args.lq, splits=args.splits,
-                                              overwrite=args.overwrite, workers=args.workers), args.out)
+                                              overwrite=args.overwrite, workers=args.workers,
+                                              frame_format=args.frame_format), args.out)
     for split, info in result.items():
         print(f'{split}: {info["frames"]} pairs -> {info["lq"]}, {info["gt"]}')
 

@@ -12,7 +12,8 @@ preset of this project's `JUDE` (docs/released_model.md explains every correspon
 - the kernel estimator's weight-map branch is dropped: with one kernel its softmax over one channel is 1
   everywhere, so it has no effect.
 
-Keys of any other shape or name are an error that lists them. Command line:
+Keys of any other shape or name are an error that lists them (by their name in the release), and so are weights
+that hold NaN or infinite values. Command line (which refuses to write over its input):
 
     python -m jude_arch.released bownet_best.pth jude_released.pth [--overwrite]
 """
@@ -188,9 +189,13 @@ def convert_released(checkpoint):
     if state is None:
         raise ReleasedCheckpointError("not the authors' released JUDE checkpoint: expected keys under "
                                       f"{', '.join(p.rstrip('.') for p in _SIGNATURE)} (with or without 'module.')")
+    nonfinite = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if nonfinite:
+        raise ReleasedCheckpointError(f'released checkpoint: {len(nonfinite)} tensor(s) hold NaN or infinite values '
+                                      f'(e.g. {nonfinite[0]}); a network with them restores nothing')
     options = _network_options(state)
     num_stages = options['num_stages']
-    params, dropped, unknown = OrderedDict(), [], []
+    params, origin, dropped, unknown = OrderedDict(), {}, [], []
     for key, value in state.items():
         if _DEAD_BRANCH.match(key):
             dropped.append(key)
@@ -198,14 +203,16 @@ def convert_released(checkpoint):
         ours = _our_key(key)
         if ours is None:
             unknown.append(key)
-        elif key.startswith('init.mlp.4.'):
+            continue
+        origin[ours] = key
+        if key.startswith('init.mlp.4.'):
             params[ours] = value[_hyper_net_rows(num_stages)].clone()
         else:
             params[ours] = value
     if unknown:
         raise ReleasedCheckpointError(f'released checkpoint: {len(unknown)} unexpected keys: ' +
                                       ', '.join(unknown[:20]) + (' ...' if len(unknown) > 20 else ''))
-    _check_against_network(params, options)
+    _check_against_network(params, options, origin)
     dead = sum(state[k].numel() for k in dropped) + 2 * num_stages * state['init.mlp.4.weight'].shape[1] \
         + 2 * num_stages
     logger.info(f"Converted the released JUDE ({num_stages} stages): dropped {len(dropped)} tensors of the kernel "
@@ -213,15 +220,16 @@ def convert_released(checkpoint):
     return {'params': params, 'network_g': options}
 
 
-def _check_against_network(params, options):
-    """Every converted tensor has the name and shape the `released` network built from `options` expects."""
+def _check_against_network(params, options, origin):
+    """Every converted tensor has the name and shape the `released` network built from `options` expects; a
+    problem names the release's key (`origin`: ours → the release's) and ours."""
     from basicsr.archs import build_network  # jude_arch registered JUDE before this import
 
     opts = dict(options)
     expected = {k: tuple(v.shape) for k, v in build_network(opts).state_dict().items()}
-    problems = [f'{k}: converted {tuple(v.shape)}, network {expected[k]}' for k, v in params.items()
+    problems = [f'{origin[k]} (as {k}): converted {tuple(v.shape)}, network {expected[k]}' for k, v in params.items()
                 if k in expected and tuple(v.shape) != expected[k]]
-    problems += [f'{k}: converted but unknown to the network' for k in params if k not in expected]
+    problems += [f'{origin[k]} (as {k}): unknown to the network' for k in params if k not in expected]
     problems += [f'{k}: missing from the checkpoint' for k in expected if k not in params]
     if problems:
         raise ReleasedCheckpointError(f'released checkpoint does not fit the network {options}: ' +
@@ -252,8 +260,12 @@ def main(argv=None):
     parser.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it exists')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    if os.path.exists(args.output) and not args.overwrite:
-        parser.exit(1, f'{args.output}: exists; pass --overwrite to replace it\n')
+    if os.path.exists(args.output):
+        if os.path.exists(args.input) and os.path.samefile(args.input, args.output):  # links included
+            parser.exit(1, f'error: {args.output} is the input file {args.input}; write the converted checkpoint to '
+                           'another file (the release stays as it is)\n')
+        if not args.overwrite:
+            parser.exit(1, f'{args.output}: exists; pass --overwrite to replace it\n')
     try:
         converted = convert_released(read_checkpoint(args.input))
         save_atomically(converted, args.output)

@@ -1,5 +1,7 @@
 """Fixtures and hooks only (helpers the tests import are in helpers.py): real photographs bundled with
 scikit-image, realistic blur kernels, a small JUDE. No downloads."""
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -51,3 +53,15 @@ def dark_photo():
     sharp = load_photo('astronaut', 96).float()[..., 16:80, :]
     kernel = torch.from_numpy(camera_shake_kernel(9, np.random.default_rng(1))).float()
     return (0.3 * blur(sharp, kernel)).clamp(0, 1)[0]
+
+
+@pytest.fixture
+def log(caplog):
+    """BasicSR's log of the test (its logger does not propagate to pytest's)."""
+    logger = logging.getLogger('basicsr')
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)

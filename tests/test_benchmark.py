@@ -189,3 +189,15 @@ def test_data_loader_case_reports_samples_per_second():
     step = dict(case(mode='train', height=32, width=32, batch=2), status='ok', median_s=4 * row['median_s'])
     [line] = benchmark.loader_ratios([row, step])
     assert '= 4.0× the rate of the small default training step' in line
+
+
+def test_data_loader_case_reads_raw_frames_too():
+    from jude_arch.tools.benchmark_data import measure_loader
+    rows = [measure_loader(dict(preset='loader', height=32, width=32, batch=2, mode='data', workers=0, device='cpu',
+                                repeats=2, pairs=2, frame_format=frame_format)) for frame_format in ('png', 'raw')]
+    assert [row['status'] for row in rows] == ['ok', 'ok'], rows
+    settings = dict(devices=['cpu'], presets=['small'], sizes=[(256, 256)], modes=['data'], variants=None, batch=12,
+                    warmup=1, repeats=3, threads=None, quick=False, workers=6, frame_formats=['png', 'raw'])
+    cases = benchmark.plan(argparse.Namespace(**settings))
+    assert [(c['frame_format'], c['variant']) for c in cases] == [('png', 'png frames, 6 workers'),
+                                                                  ('raw', 'raw frames, 6 workers')]

@@ -202,22 +202,54 @@ def corrupted_copy(lolblur, tmp_path):
     return tmp_path / 'copy'
 
 
-def test_garbage_lmdb_value_names_the_lmdb_and_key(lolblur, tmp_path):
+@pytest.mark.parametrize('phase, preflight', [('val', None), ('train', None), ('train', 'off')])
+def test_garbage_lmdb_value_names_the_lmdb_and_key(lolblur, tmp_path, phase, preflight):
+    """Found when the set is built (a validation set is decoded whole, a training set's headers are read), or,
+    with `preflight: off`, when the frame is read."""
     root = corrupted_copy(lolblur, tmp_path)
     with lmdb.open(str(root / 'lmdb/train_gt.lmdb'), map_size=2**24) as env, env.begin(write=True) as txn:
         txn.put(b'0003_0001', b'\x89PNG\r\n\x1a\n garbage')
-    dataset = build_dataset(dataset_opt(root, 'lmdb'))
-    with pytest.raises(ValueError, match=f'{root / "lmdb/train_gt.lmdb"}, key 0003_0001: not a readable image'):
+    message = f'{root / "lmdb/train_gt.lmdb"}, key 0003_0001: not a readable image'
+    opt = dataset_opt(root, 'lmdb', phase=phase, gt_size=16, **({'preflight': preflight} if preflight else {}))
+    if preflight is None:
+        with pytest.raises(ValueError, match=message):
+            build_dataset(opt)
+        return
+    dataset = build_dataset(opt)
+    with pytest.raises(ValueError, match=message):
         dataset[4]
 
 
-def test_truncated_frame_names_the_file(lolblur, tmp_path):
+def test_truncated_frame_stops_a_validation_set_when_built_and_a_training_set_when_read(lolblur, tmp_path):
     root = corrupted_copy(lolblur, tmp_path)
     frame = root / 'train/low_blur_noise/0000/0002.png'
-    frame.write_bytes(frame.read_bytes()[:-200])  # the header still reads: the dataset can be built
-    dataset = build_dataset(dataset_opt(root))
+    frame.write_bytes(frame.read_bytes()[:-200])  # the header still reads
+    with pytest.raises(ValueError, match=f'{frame}: not a readable image'):
+        build_dataset(dataset_opt(root))
+    dataset = build_dataset(dataset_opt(root, phase='train', gt_size=16))
     with pytest.raises(ValueError, match=f'{frame}: not a readable image'):
         dataset[2]
+
+
+def test_an_lmdb_frame_of_the_wrong_size_is_named_with_its_lmdb(lolblur, tmp_path):
+    """A frame replaced by hand in an LMDB: its header against meta_info.txt when the set is built, its size
+    against its pair's when read (`preflight: off`); both name the LMDB and the key."""
+    root = corrupted_copy(lolblur, tmp_path)
+    lq = root / 'lmdb/train_lq.lmdb'
+    with lmdb.open(str(lq), map_size=2**24) as env, env.begin(write=True) as txn:
+        txn.put(b'0003_0001', cv2.imencode('.png', np.zeros((24, 40, 3), np.uint8))[1].tobytes())
+    opt = dataset_opt(root, 'lmdb', phase='train', gt_size=16)
+    with pytest.raises(ValueError, match=f'{lq}, key 0003_0001: the frame is 40×24 but meta_info.txt records 40×32'):
+        build_dataset(opt)
+    dataset = build_dataset({**opt, 'preflight': 'off'})
+    with pytest.raises(ValueError, match=f'{lq}, key 0003_0001: size 40×24 differs from its gt '
+                                         f'{root / "lmdb/train_gt.lmdb"}, key 0003_0001 \\(40×32\\)'):
+        dataset[4]
+
+
+def test_preflight_must_be_a_known_level(lolblur):
+    with pytest.raises(ValueError, match="preflight must be one of \\('decode', 'headers', 'off'\\), got 'full'"):
+        build_dataset(dataset_opt(lolblur, preflight='full'))
 
 
 @pytest.mark.parametrize('backend', ['disk', 'lmdb'])
@@ -244,3 +276,49 @@ def test_missing_option_is_named(lolblur, missing):
     del opt[missing]
     with pytest.raises(ValueError, match=f'datasets.train: {missing} .*is missing'):
         build_dataset(opt)
+
+
+@pytest.fixture(scope='module')
+def raw_lmdb(lolblur):
+    """The same frames packed raw (`prepare_lolblur --format raw`)."""
+    prepare_lolblur(lolblur, lolblur / 'lmdb_raw', splits=['train'], frame_format='raw')
+    return lolblur / 'lmdb_raw'
+
+
+def raw_opt(lolblur, raw_lmdb, **options):
+    return {**dataset_opt(lolblur, 'lmdb', **options), 'dataroot_lq': str(raw_lmdb / 'train_lq.lmdb'),
+            'dataroot_gt': str(raw_lmdb / 'train_gt.lmdb')}
+
+
+@pytest.mark.parametrize('phase', ['val', 'train'])
+def test_raw_frames_give_the_items_of_png_frames(lolblur, raw_lmdb, phase):
+    """Raw frames are read without decoding and cropped before they become float: the same items, bit for bit
+    (training crops, flips and noise included, drawn alike)."""
+    options = dict(phase=phase, gt_size=16, use_hflip=True, use_rot=True,
+                   lq_noise={'poisson_prob': 0.5}) if phase == 'train' else {}
+    png, raw = build_dataset(dataset_opt(lolblur, 'lmdb', **options)), build_dataset(raw_opt(lolblur, raw_lmdb,
+                                                                                               **options))
+    env = lmdb.open(str(raw_lmdb / 'train_lq.lmdb'), readonly=True, lock=False)
+    with env.begin() as txn:
+        assert all(value.startswith(b'JUDERAW1') for _, value in txn.cursor())
+    env.close()
+    for i in range(len(png)):
+        random.seed(i), np.random.seed(i), torch.manual_seed(i)
+        a = png[i]
+        random.seed(i), np.random.seed(i), torch.manual_seed(i)
+        b = raw[i]
+        assert torch.equal(a['lq'], b['lq']) and torch.equal(a['gt'], b['gt']) and a['key'] == b['key']
+
+
+def test_a_damaged_raw_frame_is_named(lolblur, raw_lmdb, tmp_path):
+    """A flipped pixel byte fails the frame's CRC-32, a cut frame its size; both found by the pre-flight scan."""
+    for damage, message in ((lambda v: v[:-1] + bytes([v[-1] ^ 1]), 'do not match their CRC-32'),
+                            (lambda v: v[:len(v) // 2], 'truncated or damaged')):
+        copy = tmp_path / f'{message[:5]}.lmdb'
+        shutil.copytree(raw_lmdb / 'train_lq.lmdb', copy)
+        env = lmdb.open(str(copy), map_size=1 << 26)
+        with env.begin(write=True) as txn:
+            txn.put(b'0003_0001', damage(txn.get(b'0003_0001')))
+        env.close()
+        with pytest.raises(ValueError, match=f'{copy}, key 0003_0001: .*{message}'):
+            build_dataset({**raw_opt(lolblur, raw_lmdb), 'dataroot_lq': str(copy)})

@@ -50,7 +50,7 @@ def test_phase_files_hold_the_papers_numbers(phase, monkeypatch, tmp_path, full_
 
     net = build_network(dict(opt['network_g']))
     assert isinstance(net, JUDE) and net.config['num_stages'] == 5 and net.config['kernel_size'] == 31
-    # Checkpoint only where a step would not fit (phase 3 in fp32 on an 80 GB GPU), not on an H200 (README)
+    # Checkpoint only where a step would not fit (phase 3 in fp32 on an 80 GB GPU), not on an H200 (docs/gpu.md)
     assert net.config['checkpoint_stages'] == 'auto' and net.auto_checkpoint is not None
     assert sum(p.numel() for p in net.parameters()) == full_net_parameters
 
@@ -168,15 +168,63 @@ def test_network_g_takes_every_jude_option(monkeypatch, tmp_path):
     assert net.config == dict(PRESETS['small'].as_dict(), refine_steps=1, num_stages=4)
 
 
+@pytest.mark.parametrize('section, typo, message', [
+    ('path', 'pretrain_netwrok_g', 'unknown key path.pretrain_netwrok_g; did you mean pretrain_network_g?'),
+    ('logger', 'save_checkpiont_freq', 'unknown key logger.save_checkpiont_freq; did you mean save_checkpoint_freq?'),
+    ('logger.wandb', 'projcet', 'unknown key logger.wandb.projcet; did you mean project?'),
+    ('dist_params', 'bakend', 'unknown key dist_params.bakend; did you mean backend?'),
+    ('', 'manual_sead', 'unknown key manual_sead; did you mean manual_seed?'),
+    ('val.metrics.psnr', 'test_y_chanel', 'unknown key val.metrics.psnr.test_y_chanel; did you mean test_y_channel?'),
+    ('train.optim_g', 'beta', 'unknown key train.optim_g.beta; did you mean betas?'),
+    ('train.scheduler', 'period', 'unknown key train.scheduler.period; did you mean periods?'),
+])
+def test_typos_in_every_section_are_refused(section, typo, message, monkeypatch, tmp_path):
+    """Sections BasicSR reads (path, logger, dist_params, the top level, metrics, optimizer and scheduler) are
+    checked too: a misspelt pretrain_network_g would train from scratch, a misspelt save_checkpoint_freq is a
+    KeyError at iteration 1, a misspelt metric argument is ignored."""
+    opt = demo_options(monkeypatch, tmp_path)
+    opt['dist_params'] = {'backend': 'nccl', 'port': 29500}
+    node = opt
+    for part in filter(None, section.split('.')):
+        node = node[part]
+    node[typo] = 1
+    with pytest.raises(OptionError, match=re.escape(message)):
+        parse_checked(opt, monkeypatch, tmp_path)
+
+
+def test_an_unknown_metric_type_is_named_at_once(monkeypatch, tmp_path):
+    opt = demo_options(monkeypatch, tmp_path)
+    opt['val']['metrics']['psnr']['type'] = 'calculate_pnsr'
+    with pytest.raises(OptionError, match="val.metrics.psnr.type: no metric 'calculate_pnsr'; did you mean "
+                                          'calculate_psnr?'):
+        parse_checked(opt, monkeypatch, tmp_path)
+
+
+def test_a_key_read_outside_the_model_is_one_declaration(monkeypatch, tmp_path):
+    from jude_arch import option_check
+
+    opt = demo_options(monkeypatch, tmp_path)
+    opt['new_knob'] = opt['logger']['new_knob'] = 1
+    with pytest.raises(OptionError, match='unknown key new_knob'):
+        check_options(opt)
+    monkeypatch.setattr(option_check, 'PROJECT_KEYS', {'': ('new_knob', ), 'logger': ('new_knob', )})
+    check_options(opt)
+
+
 def test_basicsr_sections_and_keys_stay_accepted(monkeypatch, tmp_path):
     opt = demo_options(monkeypatch, tmp_path)
     opt['datasets']['train'].update(pin_memory=False, persistent_workers=False, num_prefetch_queue=1)
     opt['val']['pbar'] = False
-    opt['logger']['anything'] = 1  # sections JUDE does not own are BasicSR's business
+    opt['val']['metrics']['psnr']['better'] = 'higher'
+    opt['path'].update(param_key_g='params_ema', ignore_resume_networks=['network_g'])
+    opt['dist_params'] = {'backend': 'nccl', 'port': 29500}
+    opt['find_unused_parameters'] = False
     opt['train']['perceptual_opt'] = {'type': 'PerceptualLoss', 'layer_weights': {'conv5_4': 1}}
+    opt['train']['optim_g'].update(eps=1e-8, amsgrad=False)
     parse_checked(opt, monkeypatch, tmp_path)
-    opt['model_type'] = 'SRModel'  # another model reads train/val as it likes
+    opt['model_type'] = 'SRModel'  # another model reads the top level, train and val as it likes
     opt['train']['precison'] = 'bf16'
+    opt['degradation_knob'] = 1
     parse_checked(opt, monkeypatch, tmp_path)
 
 

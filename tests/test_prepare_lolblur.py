@@ -201,15 +201,15 @@ def test_interrupted_run_leaves_the_output_as_it_was(good_tree, tmp_path, monkey
     out = tmp_path / 'lmdb'
     prepare_lolblur(good_tree, out, splits=['train'])
     old = read_lmdb(out / 'train_gt.lmdb')
-    encode, calls = lolblur_lmdb._encode_png, []
+    encode, calls = lolblur_lmdb._encode, []
 
-    def encode_then_ctrl_c(path):
+    def encode_then_ctrl_c(path, frame_format):
         calls.append(path)
         if len(calls) == 11:  # in test_lq.lmdb, after train_lq and train_gt are complete in the staging folder
             raise KeyboardInterrupt
-        return encode(path)
+        return encode(path, frame_format)
 
-    monkeypatch.setattr(lolblur_lmdb, '_encode_png', encode_then_ctrl_c)
+    monkeypatch.setattr(lolblur_lmdb, '_encode', encode_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         prepare_lolblur(good_tree, out, overwrite=True)
     assert lmdb_outputs(out) == ['train_gt.lmdb', 'train_lq.lmdb']
@@ -297,3 +297,27 @@ def test_cli_in_subprocesses(tmp_path):
                                    f'test: 4 pairs -> {small}/test_lq.lmdb, {small}/test_gt.lmdb']
     np.testing.assert_array_equal(read_lmdb(small / 'test_lq.lmdb')['0000_0001'],
                                   cv2.imread(str(root / 'test/low_blur/0000/0001.png')))
+
+
+def test_cli_packs_raw_frames_holding_the_same_pixels(tmp_path, cli_main):
+    """`--format raw`: every frame stored as its pixels behind a checked header (8- and 16-bit, grey and
+    colour), equal to the PNG-packed frame once decoded."""
+    from jude_arch.data.image_io import decode_frame
+
+    root = make_lolblur(tmp_path / 'lolblur')
+    frame = root / 'train' / 'high_sharp_scaled' / '0001' / '0001.png'
+    cv2.imwrite(str(frame), np.random.default_rng(1).integers(0, 65536, (24, 32, 3), dtype=np.uint16))
+    grey = root / 'train' / 'low_blur_noise' / '0001' / '0001.png'
+    cv2.imwrite(str(grey), np.random.default_rng(2).integers(0, 256, (24, 32), dtype=np.uint8))
+    cli_main(['--root', str(root), '--out', str(tmp_path / 'png'), '--splits', 'train'])
+    cli_main(['--root', str(root), '--out', str(tmp_path / 'raw'), '--splits', 'train', '--format', 'raw'])
+    for name in ('train_lq.lmdb', 'train_gt.lmdb'):
+        png = read_lmdb(tmp_path / 'png' / name)
+        env = lmdb.open(str(tmp_path / 'raw' / name), readonly=True, lock=False)
+        with env.begin() as txn:
+            raw = {key.decode(): decode_frame(bytes(value), key) for key, value in txn.cursor()}
+        env.close()
+        assert raw.keys() == png.keys()
+        assert all(raw[key].dtype == png[key].dtype and np.array_equal(raw[key], png[key]) for key in png)
+    assert read_lmdb(tmp_path / 'png' / 'train_gt.lmdb')['0001_0001'].dtype == np.uint16
+    assert (tmp_path / 'raw' / 'train_gt.lmdb' / 'meta_info.txt').read_text().splitlines()[0].endswith('(24,32,3) 1')

@@ -6,6 +6,7 @@ computed by their code at kc-ml2/jude@572733f on CPU; tests/data/released_keys_f
 shape of the full released checkpoint. docs/released_model.md describes both.
 """
 import copy
+import os
 import re
 from argparse import Namespace
 from pathlib import Path
@@ -147,7 +148,8 @@ def test_the_full_release_converts_without_missing_or_unexpected_keys():
     net = build_network(dict(converted['network_g']))
     result = net.load_state_dict(converted['params'], strict=True)
     assert not result.missing_keys and not result.unexpected_keys
-    # README: 56,501,430 released = 54,961,291 converted + 1,539,489 weight-map branch + 650 unused hyper-net rows
+    # docs/released_model.md: 56,501,430 released = 54,961,291 converted + 1,539,489 weight-map branch
+    # + 650 unused hyper-net rows
     assert sum(p.numel() for p in net.parameters()) == 54_961_291 == RELEASED_PARAMETERS - 1_539_489 - 650
     assert net.config['kernel_size'] == 33 and net.config['boundary'] == 'released'
 
@@ -172,6 +174,51 @@ def test_unexpected_keys_and_other_checkpoints_are_errors(fixture):
     assert not is_released({'params': {'head.weight': torch.zeros(1)}})
     with pytest.raises(ReleasedCheckpointError, match="not the authors' released JUDE checkpoint"):
         convert_released({'params': {'head.weight': torch.zeros(1)}})
+
+
+def test_a_bad_shape_is_named_by_its_key_in_the_release(fixture):
+    state = dict(fixture['checkpoint']['state_dict'])
+    key = 'module.update_P.denoiser.m_down1.0.res.0.weight'
+    state[key] = torch.zeros(*state[key].shape[:2], 5, 5)
+    with pytest.raises(ReleasedCheckpointError, match=re.escape(
+            'update_P.denoiser.m_down1.0.res.0.weight (as prox_p.0.down.0.0.body.0.weight): converted (8, 8, 5, 5), '
+            'network (8, 8, 3, 3)')):
+        convert_released(state)
+
+
+def test_a_release_with_nonfinite_weights_is_not_converted(fixture, tmp_path, capsys):
+    state = dict(fixture['checkpoint']['state_dict'])
+    key = 'module.reflectance_denoise.model.0.weight'
+    state[key] = state[key].clone()
+    state[key].view(-1)[3] = float('nan')
+    torch.save({'state_dict': state}, tmp_path / 'bownet_best.pth')
+    with pytest.raises(SystemExit) as refused:
+        released_main([str(tmp_path / 'bownet_best.pth'), str(tmp_path / 'out.pth')])
+    assert refused.value.code == 1 and 'released checkpoint: 1 tensor(s) hold NaN or infinite values (e.g. ' \
+        'reflectance_denoise.model.0.weight)' in capsys.readouterr().err
+    assert not (tmp_path / 'out.pth').exists()
+
+
+@pytest.mark.parametrize('how', ['same path', 'symlink', 'hard link'])
+def test_the_converter_never_writes_over_its_input(fixture, tmp_path, capsys, how):
+    release = tmp_path / 'bownet_best.pth'
+    torch.save({'state_dict': fixture['checkpoint']['state_dict']}, release)
+    before = release.read_bytes()
+    output = {'same path': release, 'symlink': tmp_path / 'link.pth', 'hard link': tmp_path / 'hard.pth'}[how]
+    if how == 'symlink':
+        output.symlink_to(release)
+    elif how == 'hard link':
+        os.link(release, output)
+    with pytest.raises(SystemExit) as refused:
+        released_main([str(release), str(output), '--overwrite'])
+    assert refused.value.code == 1 and f'{output} is the input file {release}' in capsys.readouterr().err
+    assert release.read_bytes() == before
+
+
+def test_the_converter_runs_without_a_runpy_warning(tmp_path):
+    """`import jude_arch` must not import jude_arch.released, or runpy warns at every `python -m` run."""
+    printed = run([PYTHON, '-W', 'error::RuntimeWarning', '-m', 'jude_arch.released', '--help'], cwd=tmp_path)
+    assert 'usage: python -m jude_arch.released' in printed and 'RuntimeWarning' not in printed
 
 
 @pytest.fixture(scope='module')

@@ -1,11 +1,14 @@
 """Shared by the training tests: one tiny synthetic LOL-Blur LMDB per session, tiny options, subprocess runs and
 BasicSR's pipelines in this process."""
 import copy
+import gc
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
@@ -231,4 +234,40 @@ def save_small_checkpoint(path, **extra):
     if extra.pop('params_ema', False):
         saved['params_ema'] = state
     torch.save({**saved, **extra}, path)
+    return path
+
+
+def run_train_main(opt, work, monkeypatch, log=None, args=()):
+    """jude_arch/train.py's main() in this process (working directory `work`, BasicSR flags `args`); returns
+    (exit message or None, log text or None). `log`: a caplog attached to BasicSR's logger."""
+    import jude_arch.train
+
+    path = write_yaml(opt, Path(work) / f'{opt["name"]}.yml')
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(path), *args])
+    monkeypatch.chdir(work)
+    message = None
+    try:
+        jude_arch.train.main()
+    except SystemExit as stop:
+        message = str(stop.code)
+    # the exception's traceback held the run's LMDB environments open, which the next run in this process reopens
+    gc.collect()
+    return message, log.text if log is not None else None
+
+
+def flip_bits(path, record='data/0', count=4):
+    """Damage a file torch.save wrote without changing its size: flip a bit in the first `count` float32 values of
+    the zip record whose name ends with `record` (the top exponent bit: 1e-3 becomes ~1e35)."""
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(record))
+    with open(path, 'r+b') as f:
+        f.seek(info.header_offset + 26)
+        name_length, extra_length = struct.unpack('<HH', f.read(4))
+        start = info.header_offset + 30 + name_length + extra_length
+        f.seek(start)
+        data = bytearray(f.read(4 * count))
+        for i in range(3, len(data), 4):
+            data[i] ^= 0x40
+        f.seek(start)
+        f.write(data)
     return path

@@ -1,7 +1,7 @@
 """`checkpoint_stages: auto`: recompute the operators' activations only when a training step would not fit otherwise.
 
 Gradient checkpointing costs time (measured on an H200: the phase-1 step in bf16 takes 0.282 s with it, 0.221 s
-without; README "Performance" and docs/gpu.md) and is only needed when the activations of a training step do not
+without; docs/performance.md and docs/gpu.md) and is only needed when the activations of a training step do not
 fit the device. With 'auto' the network decides at the first training forward pass of each input shape:
 
 1. The memory model of a training step without checkpointing, bytes = base + per_pixel × (N·H·W), is measured

@@ -35,14 +35,14 @@ def cudnn_settings(opt):
     Raises:
         OptionError: an unknown key (with the closest valid one) or a value that is not true/false.
     """
-    from ..option_check import OptionError, _check_keys  # the typo check's own wording and hint
+    from ..option_check import OptionError, check_keys  # the typo check's own wording and hint
 
     section = opt.get(OPTION)
     if section is None:
         return dict(DEFAULTS)
     if not isinstance(section, dict):
         raise OptionError(f'options: {OPTION} must be a mapping with the keys {", ".join(DEFAULTS)}; got {section!r}')
-    _check_keys(section, OPTION, tuple(DEFAULTS))
+    check_keys(section, OPTION, tuple(DEFAULTS))
     for key, value in section.items():
         if not isinstance(value, bool):
             raise OptionError(f'options: {OPTION}.{key} must be true or false, not {value!r}')

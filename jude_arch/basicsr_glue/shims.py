@@ -2,12 +2,16 @@
 
 `apply_runtime_shims` patches BasicSR's distributed init (no CUDA assumed, the right GPU per node), its resume
 loader (`resume.py`), its options loading (a safe YAML loader, then the typo check of the options JUDE owns),
-`BaseModel.load_network` (the project's safe checkpoint reader) and where cuDNN autotunes (`cudnn.py`).
-`import jude_arch` applies it, so
+`BaseModel.load_network` (the project's safe checkpoint reader), its training sampler (`ResumableSampler`: data a
+resumed run draws exactly as an uninterrupted one), its log file (a write that fails, on a full disk, is one
+warning line instead of a traceback per message) and where cuDNN autotunes (`cudnn.py`). `import jude_arch`
+applies it, so
 `jude_arch/train.py`, `jude_arch/test.py` and, through the import hook, `python -m basicsr.train` all get the
 fixes. The one shim that must run before `import basicsr` is in `import_hook.py`.
 """
+import logging
 import os
+import sys
 from collections import OrderedDict
 
 import yaml
@@ -16,7 +20,6 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint_io import read_checkpoint, state_dict_of, strip_module_prefix
-from ..released import convert_if_released
 from . import cudnn
 from .resume import load_resume_state
 
@@ -59,8 +62,12 @@ def _init_dist_slurm(backend=None, port=None):
 
 
 def _basicsr_load_network(self, net, load_path, strict=True, param_key='params'):
-    """BasicSR's `BaseModel.load_network` with `weights_only=True` and the authors' release understood."""
+    """BasicSR's `BaseModel.load_network` with `weights_only=True`, checksums checked and the authors' release
+    understood."""
     from basicsr.utils import get_root_logger
+
+    # Imported here: `python -m jude_arch.released` must find its module not yet imported by `import jude_arch`.
+    from ..released import convert_if_released
 
     net = self.get_bare_model(net)
     checkpoint = convert_if_released(read_checkpoint(load_path), load_path, get_root_logger().info)
@@ -115,21 +122,62 @@ def _checked(parse_options):
     return parse_and_check
 
 
+def _quiet_log_file(handler, logger):
+    """Make a failing write to the log file (a full disk) one warning line, after which the file is dropped;
+    logging would print a 20-line traceback for every message instead, burying the error that follows."""
+
+    def handle_error(record):
+        reason = sys.exc_info()[1]
+        logger.removeHandler(handler)
+        try:
+            handler.close()
+        except OSError:  # closing flushes what could not be written
+            pass
+        reason = getattr(reason, 'strerror', None) or reason
+        print(f'warning: cannot write the log file {handler.baseFilename} ({reason}); the log goes on in this '
+              'terminal only', file=sys.stderr, flush=True)
+
+    handler.handleError = handle_error
+
+
+def _with_quiet_log_file(get_root_logger):
+    """BasicSR's get_root_logger whose log file's write errors are one line (`_quiet_log_file`)."""
+    if getattr(get_root_logger, 'jude_quiet', False):
+        return get_root_logger
+
+    def get_logger(*args, **kwargs):
+        logger = get_root_logger(*args, **kwargs)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and not getattr(handler, 'jude_quiet', False):
+                _quiet_log_file(handler, logger)
+                handler.jude_quiet = True
+        return logger
+
+    get_logger.jude_quiet = True
+    return get_logger
+
+
 def apply_runtime_shims():
     """Patch BasicSR's distributed init and resume loader (docs/basicsr_plugin.md), its options loading
-    (safe YAML, then the typo check) in basicsr.train and basicsr.test, its network loader (`weights_only=True`
-    on every torch version, and the authors' released checkpoint understood), and its cuDNN autotuning (the
-    options' `cudnn` section, docs/gpu.md)."""
+    (safe YAML, then the typo check) and log file in basicsr.train and basicsr.test, its network loader
+    (`weights_only=True` on every torch version, checksums checked, the authors' released checkpoint understood)
+    and its cuDNN autotuning (the options' `cudnn` section, docs/gpu.md)."""
     import basicsr.test
     import basicsr.train
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util, options
 
+    from ..data.sampling import ResumableSampler
+
     dist_util._init_dist_pytorch = _init_dist_pytorch
     dist_util._init_dist_slurm = _init_dist_slurm
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.EnlargedSampler = ResumableSampler  # the training sampler (its draws: jude_arch.data.sampling)
     BaseModel.load_network = _basicsr_load_network
     options.ordered_yaml = _ordered_yaml
     basicsr.train.parse_options = _checked(basicsr.train.parse_options)
     basicsr.test.parse_options = _checked(basicsr.test.parse_options)
     cudnn.install()
+    # The pipelines' first call creates the log file.
+    basicsr.train.get_root_logger = _with_quiet_log_file(basicsr.train.get_root_logger)
+    basicsr.test.get_root_logger = _with_quiet_log_file(basicsr.test.get_root_logger)

@@ -5,9 +5,14 @@ damaged file depends on its version and the format: older builds return the deco
 file, and libpng prints its complaints straight to stderr. So every file is first checked by Pillow, which
 raises a Python exception for a truncated or corrupted file: for PNG a chunk-level check (every CRC, and
 the chunk sequence complete up to IEND, without inflating the pixels); for other formats a full decode.
+
+Frames packed for training can also be stored raw (`encode_raw`, `prepare_lolblur --format raw`): the pixels as
+they are, behind a small header with their shape and a CRC-32. A raw frame is read without decoding anything,
+so a training crop costs a copy of its own pixels instead of a full-frame PNG decode (`decode_image` knows both).
 """
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -19,6 +24,12 @@ _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _BYTES_PER_SAMPLE = {'I;16': 2, 'I;16B': 2, 'I;16L': 2, 'I': 4, 'F': 4}
 
 
+# Raw frames: magic, then height, width, channels, bytes per sample and the CRC-32 of the pixels (little-endian).
+RAW_MAGIC = b'JUDERAW1'
+_RAW_HEADER = struct.Struct('<8sIIBBI')
+_RAW_DTYPES = {1: np.uint8, 2: np.uint16}
+
+
 class ImageDataError(ValueError):
     """A data file or folder that cannot be used; the message names it and says what is wrong."""
 
@@ -26,6 +37,50 @@ class ImageDataError(ValueError):
 def is_image_file(path):
     """Whether `path` has one of the image extensions this package reads (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def encode_raw(image):
+    """A frame as raw bytes: `RAW_MAGIC`, its shape, sample size and pixel CRC-32, then the C-order pixels.
+
+    Args:
+        image (numpy.ndarray): H×W or H×W×C, uint8 or uint16 (OpenCV's layout).
+    """
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3):
+        raise ValueError(f'encode_raw: an H×W or H×W×C uint8 or uint16 image, got {image.shape} {image.dtype}')
+    pixels = np.ascontiguousarray(image).tobytes()
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    return _RAW_HEADER.pack(RAW_MAGIC, image.shape[0], image.shape[1], channels, image.itemsize,
+                            zlib.crc32(pixels)) + pixels
+
+
+def raw_size(data):
+    """(width, height) from the header of a raw frame (`encode_raw`), or None for any other data."""
+    if not data.startswith(RAW_MAGIC) or len(data) < _RAW_HEADER.size:
+        return None
+    _, height, width, _, _, _ = _RAW_HEADER.unpack_from(data)
+    return width, height
+
+
+def decode_raw(data, name):
+    """The pixels of a raw frame (`encode_raw`) as a read-only array over `data` (nothing is copied), checked
+    against the header's size and CRC-32."""
+    _, height, width, channels, sample_bytes, crc = _RAW_HEADER.unpack_from(data)
+    pixels = memoryview(data)[_RAW_HEADER.size:]
+    expected = height * width * channels * sample_bytes
+    if sample_bytes not in _RAW_DTYPES or len(pixels) != expected:
+        raise ImageDataError(f'{name}: a raw frame of {len(pixels)} pixel bytes where its header declares {width}×'
+                             f'{height}×{channels} × {sample_bytes} bytes (truncated or damaged); rebuild it with '
+                             'datasets_prep/prepare_lolblur.py')
+    if zlib.crc32(pixels) != crc:
+        raise ImageDataError(f'{name}: the pixels of the raw frame do not match their CRC-32 (damaged); rebuild it '
+                             'with datasets_prep/prepare_lolblur.py')
+    image = np.frombuffer(pixels, _RAW_DTYPES[sample_bytes]).reshape(height, width, channels)
+    return image[..., 0] if channels == 1 else image
+
+
+def decode_frame(data, name):
+    """A packed training frame: a raw frame (`decode_raw`) or an encoded image (`decode_image`)."""
+    return decode_raw(data, name) if data.startswith(RAW_MAGIC) else decode_image(data, name)
 
 
 def decode_image(data, name):

@@ -1,4 +1,5 @@
 """`LOLBlurDataset`: BasicSR's paired dataset for LOL-Blur, with keys that name the video and phase-3 noise."""
+import copy
 import re
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from basicsr.utils import FileClient, bgr2ycbcr, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torchvision.transforms.functional import normalize
 
-from .image_io import ImageDataError, decode_image, image_header
-from .lolblur_layout import check_pair_sizes, frame_key, pair_frames
+from .image_io import ImageDataError, decode_frame
+from .lolblur_layout import frame_key, pair_frames
 from .lq_noise import add_lq_noise, parse_lq_noise
+from .preflight import check_file_frames, check_lmdb_frames, preflight_mode
+from .sampling import SeededDraws
 
 _PREPARE_HINT = 'run datasets_prep/prepare_lolblur.py to build the LMDBs'
 # A line of BasicSR's meta_info.txt: `<key>.png (<h>,<w>,<c>) <compression>`.
@@ -23,7 +26,7 @@ EXTRA_IMAGES = ('low_sharp', 'low_blur')
 
 
 @DATASET_REGISTRY.register()
-class LOLBlurDataset(PairedImageDataset):
+class LOLBlurDataset(SeededDraws, PairedImageDataset):
     """LOL-Blur pairs for BasicSR: `PairedImageDataset` plus video-aware keys and optional phase-3 noise.
 
     Two sources, as in `PairedImageDataset`:
@@ -36,15 +39,18 @@ class LOLBlurDataset(PairedImageDataset):
     (`meta_info_file` and `filename_tmpl` do not apply: LQ and GT frames have the same path).
 
     Every item also has 'key' = `<video>_<frame>` (unique across videos; frame names alone repeat), to name
-    saved images by.
+    saved images by. In training, each item's random crop, flips and noise are drawn with its own seed
+    (`jude_arch.data.sampling`), so that a resumed run sees exactly the data of an uninterrupted one.
 
     `crop_to_multiple` reproduces the JUDE authors' evaluation, which crops LQ and GT to the top-left
     ⌊H/m⌋·m × ⌊W/m⌋·m region (m = 128; a 1120×640 LOL-Blur frame becomes 1024×640). It is done here, not in the
     metrics, so that the network restores the cropped frame exactly as in their test script.
     Unlike `PairedImageDataset`, nothing is used that is not what it should be: frames are decoded strictly
-    (a truncated or corrupted image is an error naming its file, or its LMDB and key), GT and LQ sizes are
-    checked when the dataset is built (from the file headers, or from the LMDBs' meta_info.txt) and again
-    when a pair is read, so validation never crops a GT silently to its LQ.
+    (a truncated or corrupted image is an error naming its file, or its LMDB and key), and checked when the
+    dataset is built (`preflight`, `jude_arch.data.preflight`: validation sets decoded whole, other sets' sizes
+    read from every frame's header and compared with its pair's and with the LMDB's meta_info.txt) and again
+    when a pair is read, so that a bad frame stops a run before it starts and validation never crops a GT
+    silently to its LQ.
     For JUDE's physics (auxiliary losses, kernel metrics) an item can also carry, cropped, flipped and rotated
     with lq/gt: 'low_sharp' (the dark sharp frame) and 'low_blur' (the noise-free blurred one), from folders or
     LMDBs of the same frames (same backend as lq/gt; `prepare_lolblur.py --lq low_sharp` packs one), and
@@ -62,13 +68,17 @@ class LOLBlurDataset(PairedImageDataset):
             dataroot_low_sharp, dataroot_low_blur (str | None): the extra images' folders or LMDBs.
             dataroot_kernel (str | None): folder of the true kernels (`.npy`, `<video>/<frame>.npy`).
             kernel_size (int): odd side the true kernels are zero-padded to, centred (they are batched). Default: 31.
+            preflight (str): what is checked of every frame when the dataset is built: 'decode' (the default for
+                validation sets), 'headers' (the default for training and test sets) or 'off' (huge sets on
+                slow storage); see `jude_arch.data.preflight`.
     """
 
     # The options read here on top of PairedImageDataset's (the docstring); the options check refuses others.
-    OPTIONS = ('lq_noise', 'crop_to_multiple', 'dataroot_kernel', 'kernel_size') + tuple(
+    OPTIONS = ('lq_noise', 'crop_to_multiple', 'dataroot_kernel', 'kernel_size', 'preflight') + tuple(
         f'dataroot_{name}' for name in EXTRA_IMAGES)
 
-    def __init__(self, opt):
+    def __init__(self, opt, preflight=None):
+        """`preflight` overrides the option (the first-frame probe of training builds the set without a scan)."""
         super(PairedImageDataset, self).__init__()  # the parent's __init__ would scan the folders flat
         self.opt = opt
         self.file_client = None
@@ -106,6 +116,7 @@ class LOLBlurDataset(PairedImageDataset):
             self.paths = paired_paths_from_lmdb([self.lq_folder, self.gt_folder], ['lq', 'gt'])
             for path in self.paths:
                 path['key'] = path['lq_path']
+            self.recorded_sizes = {'lq': self._lmdb_sizes(self.lq_folder), 'gt': self._lmdb_sizes(self.gt_folder)}
             self._check_lmdb_sizes()
         else:
             for folder in (self.lq_folder, self.gt_folder):
@@ -117,10 +128,44 @@ class LOLBlurDataset(PairedImageDataset):
                                             f'e.g. LOL-Blur/train/low_blur_noise and .../high_sharp_scaled, or '
                                             f'{_PREPARE_HINT} and use io_backend lmdb')
             pairs = pair_frames(self.lq_folder, self.gt_folder)
-            lq_paths, gt_paths = [lq for _, lq, _ in pairs], [gt for _, _, gt in pairs]
-            check_pair_sizes(lq_paths, gt_paths, [image_header(path) for path in lq_paths + gt_paths])
             self.paths = [{'lq_path': str(lq), 'gt_path': str(gt), 'key': key} for key, lq, gt in pairs]
         self._init_extras(opt)
+        self._preflight(preflight or preflight_mode(opt))
+
+    def _preflight(self, mode):
+        """Check every frame (lq, gt and the extras) at level `mode` (`jude_arch.data.preflight`). Validation sets
+        are decoded by the first process only: the others never validate."""
+        from basicsr.utils.dist_util import get_dist_info
+
+        if mode == 'decode' and get_dist_info()[0] != 0:
+            mode = 'headers'
+        if mode == 'off':
+            return
+        clients = ['lq', 'gt', *self.extras]
+        if self.lmdb:
+            folders = {client: self.opt[f'dataroot_{client}'] for client in clients}
+            check_lmdb_frames([path['key'] for path in self.paths], folders, self.recorded_sizes, mode)
+        else:
+            check_file_frames([(path['key'], {client: path[f'{client}_path'] for client in clients})
+                               for path in self.paths], mode)
+
+    def close(self):
+        """Close the LMDBs this dataset opened (py-lmdb opens an LMDB once per process; see `first_input`)."""
+        backend = getattr(self.file_client, 'client', None)
+        for env in getattr(backend, '_client', {}).values():
+            env.close()
+        self.file_client = None
+
+    @classmethod
+    def first_input(cls, opt):
+        """The first frame's LQ as validation feeds it to the network (1×C×H×W) and its key; the dataset is built
+        without a scan and closed again. The model checks with it that a checkpoint restores an image."""
+        dataset = cls(copy.deepcopy(opt), preflight='off')
+        try:
+            item = dataset[0]
+        finally:
+            dataset.close()
+        return item['lq'][None], item['key']
 
     def _init_extras(self, opt):
         """Find every pair's extra images and true kernel, when their dataroots are given."""
@@ -139,8 +184,7 @@ class LOLBlurDataset(PairedImageDataset):
                 self._check_lmdb(folder)
                 self.io_backend_opt['db_paths'].append(folder)
                 self.io_backend_opt['client_keys'].append(name)
-                with open(Path(folder) / 'meta_info.txt') as meta:
-                    found = {line.split('.')[0] for line in meta}
+                found = self.recorded_sizes[name] = self._lmdb_sizes(folder)
             else:
                 found = {key: str(path) for key, path, _ in pair_frames(folder, self.gt_folder)}
             missing = [key for key in keys if key not in found]
@@ -173,36 +217,51 @@ class LOLBlurDataset(PairedImageDataset):
                 raise FileNotFoundError(f'{Path(folder) / name}: not found, {folder} is not a complete LMDB; '
                                         f'{_PREPARE_HINT}')
 
+    @staticmethod
+    def _lmdb_sizes(folder):
+        """{key: (width, height)} of an LMDB's frames from its meta_info.txt (BasicSR's LMDB tools record every
+        shape)."""
+        lines = (Path(folder) / 'meta_info.txt').read_text().splitlines()
+        return {m['key']: (int(m['w']), int(m['h'])) for m in map(_META_LINE.match, lines) if m}
+
     def _check_lmdb_sizes(self):
-        """GT and LQ sizes from the LMDBs' meta_info.txt (BasicSR's LMDB tools record every shape)."""
-        shapes = []
-        for folder in (self.lq_folder, self.gt_folder):
-            lines = (Path(folder) / 'meta_info.txt').read_text().splitlines()
-            shapes.append({m['key']: (int(m['w']), int(m['h'])) for m in map(_META_LINE.match, lines) if m})
-        for key, lq_size in shapes[0].items():
-            gt_size = shapes[1].get(key)
+        """GT and LQ sizes as the LMDBs' meta_info.txt records them."""
+        for key, lq_size in self.recorded_sizes['lq'].items():
+            gt_size = self.recorded_sizes['gt'].get(key)
             if gt_size is not None and gt_size != lq_size:
                 raise ImageDataError(f'{self.lq_folder}: key {key} is {lq_size[0]}×{lq_size[1]} but {self.gt_folder} '
                                      f'holds it as {gt_size[0]}×{gt_size[1]}; rebuild the LMDBs with '
                                      'datasets_prep/prepare_lolblur.py')
 
     def _read(self, path, client_key):
-        """Read and strictly decode one frame as float32 BGR in [0, 1]; errors name the file or LMDB key."""
+        """Read and strictly decode one frame, BGR, as stored (uint8 or uint16: cropped before it becomes float, so
+        that a raw frame costs only its crop); errors name the file or LMDB key."""
         if self.file_client is None:
-            self.file_client = FileClient(self.io_backend_opt.pop('type'), **self.io_backend_opt)
-        name = f'{self.opt[f"dataroot_{client_key}"]}, key {path}' if self.lmdb else path
+            options = dict(self.io_backend_opt)
+            self.file_client = FileClient(options.pop('type'), **options)
+        name = self._frame_name(path, client_key)
         try:
             data = self.file_client.get(path, client_key)
         except OSError as error:
             raise ImageDataError(f'{name}: cannot be read ({error})') from None
         if data is None:  # an LMDB without this key
             raise ImageDataError(f'{name}: no such key in the LMDB; rebuild it with datasets_prep/prepare_lolblur.py')
-        image = decode_image(bytes(data), name)
+        image = decode_frame(data if isinstance(data, bytes) else bytes(data), name)
         if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
+            image = image[..., None]
         elif image.shape[2] == 4:  # BGRA: the alpha channel is not part of the scene
             image = image[..., :3]
-        return image.astype(np.float32) / np.iinfo(image.dtype).max
+        return image
+
+    @staticmethod
+    def _to_float(image):
+        """A frame as read (`_read`, cropped or not) as float32 BGR in [0, 1], three channels."""
+        converted = image.astype(np.float32) / np.iinfo(image.dtype).max
+        return np.repeat(converted, 3, axis=2) if converted.shape[2] == 1 else converted
+
+    def _frame_name(self, path, client_key):
+        """How errors name a frame: its file, or its LMDB and key."""
+        return f'{self.opt[f"dataroot_{client_key}"]}, key {path}' if self.lmdb else path
 
     def _crop_top_left(self, item):
         """Crop item's images (LQ, GT and extras) to the top-left region whose sides are multiples of
@@ -216,7 +275,7 @@ class LOLBlurDataset(PairedImageDataset):
         for name in ('lq', 'gt', *self.extras):
             item[name] = item[name][..., :crop_h, :crop_w]
 
-    def __getitem__(self, index):
+    def draw_item(self, index):
         """Strictly decoded frames with checked sizes (and the extras and true kernel when configured), cropped and
         augmented together, then the crop to a multiple, noise and normalisation."""
         item = self._read_item(index)
@@ -240,12 +299,15 @@ class LOLBlurDataset(PairedImageDataset):
         lq = self._read(paths['lq_path'], 'lq')
         for name, image in zip(names, images):
             if image.shape[:2] != lq.shape[:2]:
-                raise ImageDataError(f"{paths['lq_path']}: size {lq.shape[1]}×{lq.shape[0]} differs from its {name} "
-                                     f"{paths[f'{name}_path']} ({image.shape[1]}×{image.shape[0]})")
+                raise ImageDataError(f"{self._frame_name(paths['lq_path'], 'lq')}: size {lq.shape[1]}×{lq.shape[0]} "
+                                     f"differs from its {name} {self._frame_name(paths[f'{name}_path'], name)} "
+                                     f'({image.shape[1]}×{image.shape[0]})')
         kernel = self._kernel(index) if self.kernel_paths else None
         if self.opt['phase'] == 'train':
             images, lq = paired_random_crop(images, lq, self.opt['gt_size'], 1, paths['gt_path'])
             images = images if isinstance(images, list) else [images]
+        images, lq = [self._to_float(image) for image in images], self._to_float(lq)
+        if self.opt['phase'] == 'train':
             augmented, (hflip, vflip, rot90) = augment([*images, lq], self.opt.get('use_hflip', False),
                                                        self.opt.get('use_rot', False), return_status=True)
             *images, lq = augmented

@@ -7,13 +7,15 @@ Nothing half-written ever reaches `<out>`:
 1. Before anything is written: the output names are checked (an existing LMDB is refused unless `overwrite`),
    then every split's folders, the LQ/GT pairing and the LQ/GT sizes (read from the file headers).
 2. All LMDBs are written into one staging folder inside `<out>`, each frame strictly decoded (a truncated
-   or corrupted file stops the run, naming it) and re-encoded as PNG by `workers` processes, and written
+   or corrupted file stops the run, naming it) and re-encoded (`frame_format`: PNG, or raw pixels that a
+   training crop reads without decoding the frame) by `workers` processes, and written
    with BasicSR's `LmdbMaker` using a map size computed from the frames' sizes (BasicSR's own estimate
    from the first image overflows when frame sizes vary).
 3. Only when all of them are complete are they moved into place (replacing the old ones when
    `overwrite`); on any error or interruption the staging folder is removed and `<out>` is as it was.
 """
 import contextlib
+import functools
 from pathlib import Path
 
 import cv2
@@ -21,16 +23,20 @@ import lmdb
 from basicsr.utils.lmdb_util import LmdbMaker
 from tqdm import tqdm
 
-from .image_io import ImageDataError, image_header, read_image
+from .image_io import ImageDataError, encode_raw, image_header, read_image
 from .lolblur_layout import GT_FOLDER, LQ_FOLDERS, SPLITS, check_pair_sizes, pair_frames
 from .parallel import worker_map
 from .staging import refuse_existing, staged_outputs
 
 COMPRESS_LEVEL = 1  # PNG compression inside the LMDB: BasicSR's default, fast to decode while training
+# How frames are stored: 'png' (what BasicSR's own datasets read too) or 'raw' (`image_io.encode_raw`: about twice
+# the space of PNG, read by LOLBlurDataset without a decode; docs/data.md has the measurements).
+FRAME_FORMATS = ('png', 'raw')
 _PAGE = 4096
 
 
-def prepare_lolblur(root, out, *, lq='low_blur_noise', splits=SPLITS, overwrite=False, workers=1):
+def prepare_lolblur(root, out, *, lq='low_blur_noise', splits=SPLITS, overwrite=False, workers=1,
+                    frame_format='png'):
     """Pack the LOL-Blur folders below `root` into BasicSR LMDBs in `out`.
 
     Args:
@@ -41,6 +47,7 @@ def prepare_lolblur(root, out, *, lq='low_blur_noise', splits=SPLITS, overwrite=
         splits (Sequence[str]): splits to pack.
         overwrite (bool): replace existing LMDBs (only once the new ones are complete).
         workers (int): processes that read, decode and encode the frames.
+        frame_format (str): 'png' or 'raw' (`FRAME_FORMATS`).
 
     Returns:
         dict[str, dict]: per split, {'lq': LMDB path, 'gt': LMDB path, 'frames': number of pairs}.
@@ -52,6 +59,8 @@ def prepare_lolblur(root, out, *, lq='low_blur_noise', splits=SPLITS, overwrite=
     splits = [splits] if isinstance(splits, str) else list(splits)
     if lq not in LQ_FOLDERS:
         raise ImageDataError(f'lq must be one of {LQ_FOLDERS}, got {lq!r}')
+    if frame_format not in FRAME_FORMATS:
+        raise ImageDataError(f'frame_format must be one of {FRAME_FORMATS}, got {frame_format!r}')
     if not splits:
         raise ImageDataError('no splits to prepare')
     if not root.is_dir():
@@ -69,7 +78,7 @@ def prepare_lolblur(root, out, *, lq='low_blur_noise', splits=SPLITS, overwrite=
             result[split] = {'lq': out / names[split]['lq'], 'gt': out / names[split]['gt'], 'frames': len(keys)}
         with staged_outputs(out, [job[0] for job in jobs], overwrite=overwrite, prefix='.prepare_lolblur-') as staging:
             for name, keys, paths, map_size in jobs:
-                _write_lmdb(staging / name, keys, paths, map_size, imap)
+                _write_lmdb(staging / name, keys, paths, map_size, imap, frame_format)
     return result
 
 
@@ -97,33 +106,35 @@ def _check_split(root, split, lq, imap):
 
 
 def _lmdb_bytes(width, height, sample_bytes):
-    """Upper bound of the LMDB space one frame takes.
+    """Upper bound of the LMDB space one frame takes, PNG or raw.
 
     A PNG is at most its raw pixels (up to 4 channels) plus one filter byte per row and a little deflate
-    overhead; LMDB stores it on whole overflow pages plus its share of the B-tree.
+    overhead (more than a raw frame's header); LMDB stores it on whole overflow pages plus its share of the B-tree.
     """
     png = height * (width * 4 * sample_bytes + 1)
     return (png // 100 + png + 4 * _PAGE) // _PAGE * _PAGE
 
 
-def _encode_png(path):
-    """Strictly decode one frame and PNG-encode it for the LMDB; return (bytes, (h, w, c))."""
+def _encode(path, frame_format):
+    """Strictly decode one frame and encode it for the LMDB (PNG or raw); return (bytes, (h, w, c))."""
     image = read_image(path)
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if frame_format == 'raw':
+        return encode_raw(image), (*image.shape[:2], channels)
     ok, encoded = cv2.imencode('.png', image, [cv2.IMWRITE_PNG_COMPRESSION, COMPRESS_LEVEL])
     if not ok:
         raise ImageDataError(f'{path}: cannot be encoded as PNG (shape {image.shape}, dtype {image.dtype})')
-    channels = 1 if image.ndim == 2 else image.shape[2]
     return encoded.tobytes(), (*image.shape[:2], channels)
 
 
-def _write_lmdb(path, keys, paths, map_size, imap):
-    """Write one LMDB (values: PNG bytes; BasicSR's meta_info.txt) from the frames at `paths`."""
+def _write_lmdb(path, keys, paths, map_size, imap, frame_format):
+    """Write one LMDB (values: PNG bytes or raw frames; BasicSR's meta_info.txt) from the frames at `paths`."""
     # The bar exists before the LMDB and is closed by `with` whatever happens: a Ctrl-C while writing ends
     # its line, so the tool's "interrupted" message starts on a line of its own.
     with tqdm(total=len(paths), desc=path.name, unit='img') as bar:
         maker = LmdbMaker(str(path), map_size=map_size, compress_level=COMPRESS_LEVEL)
         try:
-            for key, (data, shape) in zip(keys, imap(_encode_png, paths, 4)):
+            for key, (data, shape) in zip(keys, imap(functools.partial(_encode, frame_format=frame_format), paths, 4)):
                 maker.put(data, key, shape)
                 bar.update()
         except BaseException:

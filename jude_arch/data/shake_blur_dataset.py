@@ -18,6 +18,7 @@ from torch.utils import data
 from .dead_leaves import dead_leaves
 from .image_io import ImageDataError
 from .lolblur_layout import GT_FOLDER, frame_key, list_images
+from .sampling import SeededDraws
 from .synthesis import Degradation, _load_photo, degrade, skimage_photo_paths
 
 # Item keys of the images, by the LOL-Blur folder they stand for.
@@ -62,7 +63,7 @@ def _photo(photo):
 
 
 @DATASET_REGISTRY.register()
-class ShakeBlurDataset(data.Dataset):
+class ShakeBlurDataset(SeededDraws, data.Dataset):
     """Dark, shaken, noisy frames synthesised from sharp photos at every access.
 
     Items: 'lq' (`low_blur_noise`), 'gt' (`high_sharp_scaled`), 'low_blur' (noise-free), 'low_sharp' (dark,
@@ -113,7 +114,8 @@ class ShakeBlurDataset(data.Dataset):
     def __len__(self):
         return self.length
 
-    def __getitem__(self, index):
+    def draw_item(self, index):
+        """One fresh draw (training: from Python's `random`, seeded per item by `SeededDraws` in training runs)."""
         if self.opt.get('phase') == 'train':
             rng = np.random.default_rng(random.getrandbits(64))
         else:

@@ -14,8 +14,11 @@ YAML knobs (all optional):
       grad_clip: ~             # e.g. {max_norm: 0.1, norm_type: 2}, or a number (max_norm)
       pixel_opt: {type: JUDELoss, fft_weight: 0.1}   # the default when no loss is given
       ema_decay: 0.999         # SRModel's EMA, buffers copied too
-      max_nonfinite_steps: 10  # a step whose loss or gradient norm is not finite updates nothing (weights,
-                               # EMA, BatchNorm statistics); this many in a row stop training with an error
+      max_nonfinite_steps: 10  # a bad step updates nothing (weights, optimizer state, EMA, BatchNorm statistics);
+                               # this many in a row stop training with an error. Bad: a loss or gradient norm
+                               # that is not finite, or a step the divergence guard catches:
+      divergence_guard: {max_update: 1, update_factor: 100, loss_factor: 100, window: 100, min_history: 20}
+                               # (the defaults; false: off) see step_guard.py
       # Auxiliary losses on JUDE's physics, all off by default (the paper trains on the output only):
       sharp_opt: ~             # e.g. {type: L1Loss, loss_weight: 0.5}: I_K against `low_sharp`
       kernel_opt: ~            # e.g. {type: KernelLoss, loss_weight: 0.05}: k̂ against the true kernel
@@ -32,8 +35,11 @@ YAML knobs (all optional):
     protocol: ~                # testing: a free-form description of the evaluation protocol, written with the
                                # metric values to results/<name>/metrics_<dataset>.json
 
-The model is this file plus three parts by concern: `validation.py` (validation and testing), `physics_terms.py`
-(the optional physics losses and metrics) and `training_guards.py` (non-finite steps, safe checkpoint saving).
+The model is this file plus parts by concern: `validation.py` (validation and testing), `physics_terms.py`
+(the optional physics losses and metrics), `step_guard.py` (non-finite and diverging steps), `verification.py`
+(only checkpoints that restore an image are saved) and `training_guards.py` (safe checkpoint saving). Training
+states also hold the data position, the random generators and the step guard's history, so that a resumed run
+continues exactly as an uninterrupted one (`jude_arch.data.sampling`).
 
 Metrics get BasicSR's 8-bit images (`img`, `img2`) and, when their function accepts them, the float tensors
 `img_float` (the output before clamping and rounding) and `img2_float` (the ground truth), which
@@ -54,11 +60,15 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from ..archs import JUDE
 from ..archs.compiling import compile_network, compile_parts
 from ..checkpoint_io import plain, strip_module_prefix
+from ..data.sampling import data_position, random_states, set_random_states
+from ..option_check import OptionError
 from ..precision import auto_precision, autocast
 from ..precision import resolve as resolve_precision
 from .physics_terms import PHYSICS_KEYS, PHYSICS_LOSSES, PhysicsMixin
-from .training_guards import NonFiniteStepGuard, check_finite_state, save_with_retry
+from .step_guard import StepGuard
+from .training_guards import check_finite_state, save_with_retry
 from .validation import ValidationMixin
+from .verification import VerifiedCheckpoints
 
 DEFAULT_LOSS = {'type': 'JUDELoss', 'fft_weight': 0.1}
 
@@ -72,22 +82,26 @@ def _check_precision(where, precision, device):
 
 
 @MODEL_REGISTRY.register()
-class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
+class JUDEModel(ValidationMixin, PhysicsMixin, StepGuard, VerifiedCheckpoints, SRModel):
     """Image restoration model for JUDE and any other BasicSR arch (see the module docstring for options)."""
 
-    # The `train` and `val` keys read here on top of SRModel's (the module docstring); the options check
+    # The top-level, `train` and `val` keys read here on top of SRModel's (the module docstring); the options check
     # (`jude_arch.option_check`) refuses any other key of these sections.
-    TRAIN_OPTIONS = ('precision', 'grad_clip', 'max_nonfinite_steps', 'compile') + PHYSICS_LOSSES
+    OPTIONS = ('protocol', )
+    TRAIN_OPTIONS = ('precision', 'grad_clip', 'max_nonfinite_steps', 'divergence_guard', 'compile') + PHYSICS_LOSSES
     VAL_OPTIONS = ('precision', 'tile', 'tb_images', 'physics', 'compile')
 
     def __init__(self, opt):
         if opt.get('num_gpu', 0) and not torch.cuda.is_available():
             raise ValueError(f"options ask for num_gpu: {opt['num_gpu']} but CUDA is not available: set num_gpu: "
                              'auto (or 0) in the YAML, or pass --force_yml num_gpu=0')
+        self.data_position = None
         super().__init__(opt)
         self.val_precision = _check_precision('val.precision', (opt.get('val') or {}).get('precision', 'fp32'),
                                               self.device)
-        if not self.is_train:  # testing (training compiles in init_training_settings)
+        if self.is_train:
+            self.verify_start()
+        else:  # testing (training compiles in init_training_settings)
             self._compile('val.compile', self.net_g, (opt.get('val') or {}).get('compile', False))
 
     # ---- devices -------------------------------------------------------------------------------------------
@@ -133,7 +147,7 @@ class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
         self.grad_clip = {'max_norm': float(clip)} if isinstance(clip, (int, float)) else clip
         if self.grad_clip is not None and not (isinstance(self.grad_clip, dict) and 'max_norm' in self.grad_clip):
             raise ValueError(f'train.grad_clip must be a number or {{max_norm: ..., norm_type: 2}}, got {clip!r}')
-        self._init_nonfinite_guard(train_opt)
+        self._init_step_guard(train_opt)
         self.batch_keys = []
 
     def _check_schedule(self, source):
@@ -141,9 +155,9 @@ class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
         total_iter = int(self.opt['train']['total_iter'])
         for scheduler in self.schedulers:
             if isinstance(scheduler, CosineAnnealingRestartLR) and scheduler.cumulative_period[-1] < total_iter:
-                raise ValueError(f'train.total_iter ({total_iter}) exceeds the cosine schedule from {source}: '
-                                 f'sum(periods) = {scheduler.cumulative_period[-1]} (periods {scheduler.periods}); '
-                                 'make the periods add up to at least total_iter')
+                raise OptionError(f'train.total_iter ({total_iter}) exceeds the cosine schedule from {source}: '
+                                  f'sum(periods) = {scheduler.cumulative_period[-1]} (periods {scheduler.periods}); '
+                                  'make the periods add up to at least total_iter')
 
     def feed_data(self, data):
         """SRModel's lq / gt, plus what the physics losses and metrics use (`PHYSICS_KEYS` found in the data),
@@ -152,12 +166,11 @@ class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
         self.physics_data = {key: data[key].to(self.device) for key in PHYSICS_KEYS if key in data}
         names = data.get('key', data.get('lq_path'))
         self.batch_keys = [names] if isinstance(names, str) else list(names or [])
+        if 'draw' in data:  # training data drawn by `jude_arch.data.sampling`: where the epoch is, for resuming
+            self.data_position = data_position(data['draw'], self.opt.get('world_size', 1))
 
     def optimize_parameters(self, current_iter):
-        self.optimizer_g.zero_grad(set_to_none=True)
-        # A non-finite forward pass also poisons BatchNorm's running statistics: kept to be put back on a skip.
-        buffers = list(self.get_bare_model(self.net_g).buffers())
-        saved_buffers = [b.detach().clone() for b in buffers]
+        self._begin_step()
         with autocast(self.device, self.precision):
             self.output = self._training_forward()
         output = self.output.float()  # losses in float32 (JUDELoss keeps its FFT in float32 anyway)
@@ -177,31 +190,7 @@ class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
         if self.uses_intermediates:
             l_total += self._physics_losses(loss_dict)
 
-        # Backward on every rank whatever the loss: DDP's gradient all-reduce must run everywhere.
-        self.grad_scaler.scale(l_total).backward()
-        self.grad_scaler.unscale_(self.optimizer_g)  # no-op without fp16
-        params = [p for p in self.net_g.parameters() if p.grad is not None]
-        if self.grad_clip:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, **self.grad_clip)
-            loss_dict['grad_norm'] = grad_norm
-        elif params:
-            grad_norm = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in params]))
-        else:
-            grad_norm = torch.zeros((), device=self.device)
-        if self._skip_nonfinite_step(current_iter, l_total, grad_norm):
-            for buffer, saved in zip(buffers, saved_buffers):
-                buffer.copy_(saved)
-            self.optimizer_g.zero_grad(set_to_none=True)
-            self.grad_scaler.update()  # fp16: the scale shrinks as after any overflow
-            self.log_dict = OrderedDict(nonfinite_steps=float(self.nonfinite_streak))
-            return
-        self.grad_scaler.step(self.optimizer_g)  # fp16: skips the step itself when the gradients overflowed
-        self.grad_scaler.update()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-
-        if self.ema_decay > 0 and not self._scaler_skipped:
-            self.model_ema(decay=self.ema_decay)
+        self._apply_step(current_iter, l_total, loss_dict)
 
     @torch.no_grad()
     def model_ema(self, decay=0.999):
@@ -234,27 +223,44 @@ class JUDEModel(ValidationMixin, PhysicsMixin, NonFiniteStepGuard, SRModel):
         save_dict = {}
         for net_, key in zip(nets, keys):
             state = self.get_bare_model(net_).state_dict()
-            check_finite_state(state, key, save_path, self.opt['path']['models'])
+            check_finite_state(state, key, save_path, self.verified_sentence())
             save_dict[key] = strip_module_prefix(OrderedDict((k, v.cpu()) for k, v in state.items()))
         save_dict[f'network_{net_label[len("net_"):]}'] = self.network_options(net_label)
         save_with_retry(save_dict, save_path, 'model')
 
+    def save(self, epoch, current_iter):
+        """SRModel's save, once the networks are verified to restore the probe image (`verification.py`)."""
+        label = 'latest' if current_iter == -1 else current_iter
+        path = osp.join(self.opt['path']['models'], f'net_g_{label}.pth')
+        self.verify_before_saving(path)
+        super().save(epoch, current_iter)
+        self.verified_checkpoint = path
+
     @master_only
     def save_training_state(self, epoch, current_iter):
-        """BasicSR's training state (plus the fp16 gradient scaler), written atomically."""
+        """BasicSR's training state plus the fp16 gradient scaler, the data position, the random generators and
+        the step guard's history (a resumed run continues exactly), written atomically."""
         if current_iter == -1:
             return
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
+                 'schedulers': [s.state_dict() for s in self.schedulers],
+                 'random_states': random_states(), 'step_guard': self.step_guard_state()}
+        if self.data_position is not None:
+            state['data_position'] = self.data_position
         if self.grad_scaler.is_enabled():
             state['grad_scaler'] = self.grad_scaler.state_dict()
         save_with_retry(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'),
                         'training state')
 
     def resume_training(self, resume_state):
-        """BasicSR's resume (the saved schedule wins over the YAML) plus the fp16 gradient scaler."""
+        """BasicSR's resume (the saved schedule wins over the YAML) plus the fp16 gradient scaler, the random
+        generators and the step guard's history (the data position is the sampler's: `resume.py`)."""
         super().resume_training(resume_state)
         self._check_schedule('the training state being resumed')
         if 'grad_scaler' in resume_state and self.grad_scaler.is_enabled():
             self.grad_scaler.load_state_dict(resume_state['grad_scaler'])
+        self.load_step_guard_state(resume_state.get('step_guard'))
+        self.resumed_from = (self.opt['path'].get('resume_state'), resume_state['iter'])
+        if 'random_states' in resume_state:
+            set_random_states(resume_state['random_states'])

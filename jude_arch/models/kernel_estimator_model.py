@@ -67,7 +67,7 @@ class KernelEstimatorModel(JUDEModel):
         self._check_schedule('the YAML')
 
     def optimize_parameters(self, current_iter):
-        self.optimizer_g.zero_grad(set_to_none=True)
+        self._begin_step()
         with autocast(self.device, self.precision):
             kernel, _ = self.net_g(self.lq)
         kernel = kernel.float()
@@ -80,16 +80,7 @@ class KernelEstimatorModel(JUDEModel):
         if self.cri_kernel:
             loss_dict['l_kernel'] = self.cri_kernel(kernel, self._physics_data('kernel', 'kernel_opt'))
             l_total = l_total + loss_dict['l_kernel']
-
-        self.grad_scaler.scale(l_total).backward()
-        if self.grad_clip:
-            self.grad_scaler.unscale_(self.optimizer_g)
-            loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), **self.grad_clip)
-        self.grad_scaler.step(self.optimizer_g)
-        self.grad_scaler.update()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        self._apply_step(current_iter, l_total, loss_dict)  # bad steps are skipped as JUDEModel's are
 
     def test(self, with_kernel=True):
         """Estimate the kernels of self.lq into self.kernel (N×1×k×k)."""

@@ -12,7 +12,7 @@ from os import path as osp
 
 import torch
 from basicsr.metrics import calculate_metric
-from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import METRIC_REGISTRY
 from tqdm import tqdm
@@ -21,6 +21,7 @@ from ..archs import JUDE
 from ..checkpoint_io import atomic_write, plain
 from ..metrics.metric_input import FLOAT_KEYS
 from ..precision import autocast
+from ..restore.photo_io import write_image
 from ..restore.tiling import TileGrid, overlap_for, tiled_forward
 
 # Longest side of a TensorBoard strip; larger validation frames are shrunk for display only.
@@ -122,8 +123,8 @@ class ValidationMixin:
                 metric_data[FLOAT_KEYS[1]] = self.gt.float()
             if idx < tb_images:
                 self._log_visuals(tb_logger, f'{dataset_name}/{name}', current_iter, 'gt' in val_data)
-            if save_img:
-                imwrite(result, self._image_path(dataset_name, name, current_iter))
+            if save_img:  # written whole or not at all (a killed run leaves no truncated PNG)
+                write_image(self._image_path(dataset_name, name, current_iter), result)
             if not self.output_finite:
                 get_root_logger().warning(f'{dataset_name}/{name}: the network output is not finite; its metrics '
                                           'are NaN')

@@ -126,7 +126,7 @@ def hold_freed_memory():
     PyTorch's CPU allocator caches nothing and glibc returns every block over its mmap threshold (at
     most 32 MiB) to the kernel on free, so each large activation of every stage and tile is a fresh
     mapping that the kernel zero-fills page by page: page faults and system time take a large share of a
-    forward's CPU time (README, "Restore your photos", has the measurement); with this, none. The price: the
+    forward's CPU time (docs/restoring.md has the measurement); with this, none. The price: the
     process keeps its peak memory until it exits, which suits a batch run (`jude-restore` and the web app call
     it at start-up). Does nothing without glibc.
 

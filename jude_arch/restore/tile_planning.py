@@ -4,7 +4,7 @@ The network's peak tensor memory in inference mode at the chosen precision is me
 inputs and modelled as bytes = base + per-pixel × pixels. The planned tile is the largest that fits a share
 (half by default) of the device's free memory (CUDA: free device memory; CPU: available RAM less the whole-image
 buffers); the other half absorbs what the count does not see: library workspaces, allocator slack, the runtime
-itself (README, "Restore your photos", has measured peaks against the plan).
+itself (docs/restoring.md has measured peaks against the plan).
 """
 import math
 

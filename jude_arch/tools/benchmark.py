@@ -33,6 +33,7 @@ import platform
 import subprocess
 import sys
 
+from ..data.lolblur_lmdb import FRAME_FORMATS
 from ..restore.memory import meminfo
 from .benchmark_case import TRAIN_ONLY, VARIANT_PRECISION, VARIANTS, limit_address_space, measure
 from .benchmark_data import measure_loader
@@ -151,8 +152,10 @@ def plan(args):
         if 'data' in args.modes:
             workers = getattr(args, 'workers', 6)
             cases += [dict(preset='loader', height=height, width=width, batch=args.batch, mode='data',
-                           variant=f'{workers} workers', workers=workers, device=device,
-                           repeats=max(args.repeats, 10), threads=args.threads) for height, width in args.sizes]
+                           variant=f'{frame_format} frames, {workers} workers', workers=workers,
+                           frame_format=frame_format, device=device, repeats=max(args.repeats, 10),
+                           threads=args.threads)
+                      for height, width in args.sizes for frame_format in getattr(args, 'frame_formats', ['png'])]
     return cases
 
 
@@ -235,6 +238,9 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument('--workers', type=int, default=6, help='data-loader workers of the data mode (default: 6, '
                         'as the phase files)')
+    parser.add_argument('--frame-formats', nargs='+', choices=FRAME_FORMATS, default=['png'],
+                        help="the data mode's LMDB frames: png (default), raw, or both (one row each; "
+                        'datasets_prep/prepare_lolblur.py --format)')
     parser.add_argument('--flops', action='store_true', help=argparse.SUPPRESS)  # FLOPs are always counted now
     parser.add_argument('--timeout', type=float, help='seconds allowed per case (default: no limit)')
     parser.add_argument('--json', metavar='PATH', help='also write machine, settings and rows as JSON')

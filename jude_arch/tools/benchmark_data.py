@@ -2,8 +2,9 @@
 
 A training step can only run as fast as its batches arrive. The case builds LOL-Blur-sized pairs (1120×640 PNG
 frames made from scikit-image's bundled photos, dark, blurred and noisy like LOL-Blur's input) packed into LMDBs as
-`datasets_prep/prepare_lolblur.py` packs LOL-Blur, and reads them through BasicSR's data loader with a phase
-file's settings (random crop, flips and rotations, batch size, workers). Worker start-up and the first
+`datasets_prep/prepare_lolblur.py` packs LOL-Blur (PNG or raw frames: the case's `frame_format`), and reads them
+through BasicSR's data loader with a phase file's settings (random crop, flips and rotations, batch size,
+workers). Worker start-up and the first
 `prefetch_factor × workers` batches, which the workers prepare ahead, are not timed; then `repeats` batches are
 fetched and copied to the case's device as `JUDEModel.feed_data` does. Compared with the training step's time
 (`python -m jude_arch.tools.benchmark` prints the ratio when both are measured), it shows whether the loader keeps
@@ -76,7 +77,8 @@ def measure_loader(case, report=lambda row: None):
             row['stage'] = 'writing the synthetic LMDB'
             report(row)
             write_synthetic_lolblur(Path(work) / 'lolblur', case.get('pairs', 24))
-            prepare_lolblur(Path(work) / 'lolblur', Path(work) / 'lmdb', splits=['train'])
+            prepare_lolblur(Path(work) / 'lolblur', Path(work) / 'lmdb', splits=['train'],
+                            frame_format=case.get('frame_format', 'png'))
             loader = build_loader(Path(work) / 'lmdb', case['height'], case['batch'], workers)
             untimed = max(PREFETCH_FACTOR * workers, 1)
             row['stage'] = 'worker start-up and prefetched batches'
