@@ -5,7 +5,7 @@
 
 1. `python -m jude_arch.demo --work WORK` synthesises LOL-Blur-style pairs from scikit-image's photos and trains
    the small JUDE on three of them;
-2. the demo's model restores the darkest frame of the held-out photos (never seen in training) with
+2. the demo's model (its default, physics recipe) restores the darkest frame of the held-out photos (never seen in training) with
    `JUDERestorer`, the class behind `jude-restore`;
 3. one row of pictures, as `jude-restore --save-intermediates` draws them (`panel_views`): the input, JUDE's
    output, the ground truth, the estimated blur kernel and the sharp low-light image I after the last stage,
@@ -24,6 +24,7 @@ from jude_arch.data.lolblur_layout import GT_FOLDER, pair_frames
 from jude_arch.restore import JUDERestorer
 from jude_arch.restore.intermediates_panel import panel_views, to_display
 from jude_arch.restore.photo_io import read_photo
+from jude_arch.tools.demo import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = 256  # pixels, the longer side of each picture
@@ -66,7 +67,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.skip_demo:
         subprocess.run([sys.executable, '-m', 'jude_arch.demo', '--work', str(args.work)], check=True)
-    model = args.work / 'experiments' / 'JUDE_demo' / 'models' / 'net_g_latest.pth'
+    model = args.work / 'experiments' / RECIPES['physics'].experiment / 'models' / 'net_g_latest.pth'  # the default's
     test = args.work / 'lolblur' / 'test'
     if not model.is_file() or not (test / 'low_blur_noise').is_dir():
         raise SystemExit(f'make_overview: no finished demo in {args.work} ({model} missing); run without --skip-demo')

@@ -1,16 +1,19 @@
 """Score JUDE's physics on held-out synthetic frames: the table and panels of docs/physics.md.
 
-    python docs/physics_experiment.py --data demo/physics/lolblur/test --estimator <phase-0 net_g.pth> \
-        --arm paper=<net_g.pth> --arm pretrained=<net_g.pth> --arm pretrained+aux=<net_g.pth> --out docs
+    python docs/physics_experiment.py --data demo/lolblur/test --train-data demo/lolblur/train \
+        --estimator <phase-0 net_g.pth> --arm paper=<net_g.pth> --arm physics=<net_g.pth> --out docs
 
 For every frame of the split (LOL-Blur layout with `kernels/`, as `datasets_prep/synthesize_lolblur.py` writes):
 - re-blur PSNR in linear light (`jude_arch.physics.reblur_psnr`: low_sharp blurred by a kernel, 8-bit, against
   the noise-free low_blur) of a uniform 31×31 kernel, the best isotropic Gaussian (σ chosen per frame, an
-  oracle), the anisotropic Gaussian with the true kernel's covariance (an oracle), the true kernel, the
-  pretrained estimator's kernel and every JUDE's kernel; with the kernels' similarity to the true one (best
-  shift within ±4 px) and their entropy (fraction of the uniform's);
-- for every JUDE: output PSNR / SSIM against the ground truth (8-bit RGB, BasicSR's metrics) and the PSNR of
-  I_K against low_sharp (the input's PSNR against low_sharp for scale).
+  oracle, `jude_arch.physics.best_gaussian_kernel`), the anisotropic Gaussian with the true kernel's covariance
+  (an oracle), the true kernel, the pretrained estimator's kernel and every JUDE's kernel; with the kernels'
+  similarity to the true one (best shift within ±4 px) and their entropy (fraction of the uniform's);
+- the estimator once more on the frames of the photos it was trained on (`--train-data`), so that over-fitting
+  shows as a gap between the two;
+- for every JUDE: output PSNR / SSIM against the ground truth (8-bit RGB, BasicSR's metrics), the PSNR of
+  I_K against low_sharp (the input's PSNR against low_sharp for scale) and its illumination L_K: chroma energy
+  (0: grey light) and gradient energy against I_K's (0: smooth; `jude_arch.losses.illumination_prior`).
 Writes `<out>/physics_results.json`, the intermediates panel of one frame per JUDE and a kernel gallery.
 """
 import argparse
@@ -25,12 +28,12 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 
 import jude_arch  # noqa: F401  (registers the classes)
-from jude_arch.physics import gaussian_kernel, kernel_entropy, kernel_similarity, psnr_8bit, reblur_psnr
+from jude_arch.losses.illumination_prior import illumination_chroma, illumination_gradient_ratio
+from jude_arch.physics import best_gaussian_kernel, kernel_entropy, kernel_similarity, psnr_8bit, reblur_psnr
 from jude_arch.restore.restorer import JUDERestorer, load_network
 from jude_arch.restore.intermediates_panel import save_intermediates
 
 KERNEL_SIZE = 31
-SIGMAS = np.geomspace(0.3, 8, 40)
 
 
 def frames(split):
@@ -44,9 +47,7 @@ def frames(split):
 
 
 def best_gaussian(item):
-    scores = [reblur_psnr(item['low_sharp'][None], gaussian_kernel(KERNEL_SIZE, s)[None, None],
-                          item['low_blur'][None]).item() for s in SIGMAS]
-    return gaussian_kernel(KERNEL_SIZE, SIGMAS[int(np.argmax(scores))]).float()[None]
+    return best_gaussian_kernel(item['low_sharp'][None], item['low_blur'][None], KERNEL_SIZE)[0][0]
 
 
 def moment_matched_gaussian(item):
@@ -74,7 +75,8 @@ def kernel_scores(kernels, items):
 
 @torch.inference_mode()
 def run_jude(net, items):
-    kernels, scores = [], {'psnr': [], 'ssim': [], 'i_k_psnr': []}
+    kernels = []
+    scores = {'psnr': [], 'ssim': [], 'i_k_psnr': [], 'l_chroma': [], 'l_gradient_ratio': [], 'l_hat_chroma': []}
     for item in items:
         out = net(item['lq'][None], return_intermediates=True)
         kernels.append(out['kernel'][0].float())
@@ -82,6 +84,9 @@ def run_jude(net, items):
         scores['psnr'].append(calculate_psnr(restored, gt, crop_border=0))
         scores['ssim'].append(calculate_ssim(restored, gt, crop_border=0))
         scores['i_k_psnr'].append(psnr_8bit(out['I'][-1].float(), item['low_sharp'][None]).item())
+        scores['l_chroma'].append(illumination_chroma(out['L'][-1]).item())
+        scores['l_gradient_ratio'].append(illumination_gradient_ratio(out['L'][-1], out['I'][-1]).item())
+        scores['l_hat_chroma'].append(illumination_chroma(out['L_hat']).item())
     return kernels, {name: float(np.mean(values)) for name, values in scores.items()}
 
 
@@ -109,6 +114,8 @@ def kernel_gallery(rows, items, path, count=6):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data', required=True, help='held-out split in the LOL-Blur layout, with kernels/')
+    parser.add_argument('--train-data', help='a split of the photos trained on (LOL-Blur layout with kernels/): '
+                        'the estimator is scored there too')
     parser.add_argument('--estimator', help='checkpoint of the pretrained kernel estimator (phase 0)')
     parser.add_argument('--arm', action='append', default=[], help='name=checkpoint of a trained JUDE')
     parser.add_argument('--panel-frame', type=int, default=0, help='index of the frame shown in the panels')
@@ -123,9 +130,18 @@ def main(argv=None):
     kernels = {'uniform': [uniform] * len(items), 'best Gaussian': [best_gaussian(item) for item in items],
                'moment-matched Gaussian': [moment_matched_gaussian(item) for item in items],
                'true': [item['kernel'] for item in items]}
+    train_scores = None
     if args.estimator:
-        estimator = load_network(args.estimator)
+        estimator = load_network(args.estimator).eval()
         kernels['pretrained estimator'] = [estimator(item['lq'][None])[0][0].float() for item in items]
+        if args.train_data:
+            train_items = frames(args.train_data)
+            train_kernels = {'best Gaussian': [best_gaussian(item) for item in train_items],
+                             'pretrained estimator': [estimator(item['lq'][None])[0][0].float()
+                                                      for item in train_items]}
+            train_scores = {'frames': len(train_items),
+                            'kernels': {name: kernel_scores(values, train_items)
+                                        for name, values in train_kernels.items()}}
     jude = {}
     for arm in args.arm:
         name, path = arm.split('=', 1)
@@ -141,6 +157,7 @@ def main(argv=None):
         'frames': len(items),
         'kernels': {name: kernel_scores(values, items) for name, values in kernels.items()},
         'jude': jude,
+        'train_frames': train_scores,
         'input': {
             'psnr_vs_gt': float(np.mean([calculate_psnr(tensor2img(i['lq'][None]), tensor2img(i['gt'][None]), 0)
                                          for i in items])),

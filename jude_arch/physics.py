@@ -10,25 +10,18 @@
   centre their kernels differently (centre of mass, trajectory start, grid centre). So both take the best
   integer shift within ±max_shift.
 - `kernel_entropy`: entropy of a kernel as a fraction of the uniform kernel's (1: uniform, 0: one tap).
+- `reference_reblur_psnr`: what an estimate's re-blur PSNR reads against, on the same frames: the uniform kernel
+  (no estimate), the best isotropic Gaussian (an oracle that knows each frame's best width) and the true kernel.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 
+from .archs.colour import linear_to_srgb, srgb_to_linear  # noqa: F401  (part of this module's interface)
 from .archs.data_step import _fast_fft_len, _pad, blur, psf2otf
 
 LIGHT_SPACES = ('linear', 'srgb')
-
-
-def srgb_to_linear(x):
-    """The sRGB transfer function's inverse (IEC 61966-2-1), for tensors in [0, 1]."""
-    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp_min(0.04045) + 0.055) / 1.055)**2.4)
-
-
-def linear_to_srgb(x):
-    """The sRGB transfer function (IEC 61966-2-1), for tensors in [0, 1]."""
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308)**(1 / 2.4) - 0.055)
 
 
 def _check_light(light):
@@ -208,3 +201,70 @@ def gaussian_kernel(size, sigma):
     g = torch.exp(-r.square() / (2 * max(float(sigma), 1e-6)**2))
     kernel = g[:, None] * g[None]
     return kernel / kernel.sum()
+
+
+# Widths the best-Gaussian oracle chooses from (pixels): fine enough that the next width changes little.
+GAUSSIAN_SIGMAS = tuple(float(s) for s in torch.logspace(math.log10(0.3), math.log10(8), 40, dtype=torch.float64))
+REFERENCE_KERNELS = ('uniform', 'best_gaussian', 'true')
+
+
+def best_gaussian_kernel(sharp, blurred, size, light='linear', sigmas=GAUSSIAN_SIGMAS):
+    """For each image, the isotropic Gaussian whose re-blur PSNR is highest: an oracle (it sees the blurred image
+    the estimate is scored on), the bar an estimator that reads the blur's extent from the image must reach.
+
+    Args:
+        sharp (Tensor): N×C×H×W sharp images (sRGB, [0, 1]).
+        blurred (Tensor): N×C×H×W noise-free blurred images (8-bit values in [0, 1]).
+        size (int): kernel side.
+        light (str): space the data was blurred in.
+        sigmas (Sequence[float]): widths to choose from.
+
+    Returns:
+        tuple[Tensor, Tensor]: the N×1×size×size kernels (float32) and their N re-blur PSNRs.
+    """
+    crop = size // 2
+    scores = torch.stack([reblur_psnr(sharp, gaussian_kernel(size, sigma)[None, None].expand(len(sharp), -1, -1, -1),
+                                      blurred, light, crop) for sigma in sigmas], 1)  # N×len(sigmas)
+    best, index = scores.max(1)
+    kernels = torch.stack([gaussian_kernel(size, sigmas[i]) for i in index.tolist()])[:, None]
+    return kernels.float().to(sharp.device), best
+
+
+def reference_reblur_psnr(sharp, blurred, true_kernel=None, size=31, light='linear'):
+    """Re-blur PSNRs of the reference kernels on these frames, scored like an estimate of side `size`
+    (the same border left out): 'uniform', 'best_gaussian' (`best_gaussian_kernel`) and, when the true kernels
+    are known, 'true'.
+
+    Args:
+        sharp (Tensor): N×C×H×W sharp images (sRGB, [0, 1]).
+        blurred (Tensor): N×C×H×W noise-free blurred images.
+        true_kernel (Tensor | None): N×1×k×k true kernels (any odd k).
+        size (int): side of the estimated kernels these references stand beside.
+        light (str): space the data was blurred in.
+
+    Returns:
+        dict[str, Tensor]: N PSNRs (dB) per reference kernel.
+    """
+    crop = size // 2
+    uniform = torch.full((len(sharp), 1, size, size), 1 / size**2, device=sharp.device)
+    scores = {'uniform': reblur_psnr(sharp, uniform, blurred, light, crop),
+              'best_gaussian': best_gaussian_kernel(sharp, blurred, size, light)[1]}
+    if true_kernel is not None:
+        scores['true'] = reblur_psnr(sharp, true_kernel, blurred, light, crop)
+    return scores
+
+
+def compare_with_references(estimate, references):
+    """One line that says how an estimate's mean re-blur PSNR (dB) reads against the reference kernels', e.g.
+    "1.47 dB below the best isotropic Gaussian (38.34, an oracle); uniform kernel 23.85, true kernel 43.11".
+
+    Args:
+        estimate (float): the estimate's mean re-blur PSNR.
+        references (dict[str, float]): mean PSNRs by `REFERENCE_KERNELS` name (from `reference_reblur_psnr`).
+    """
+    gap = estimate - references['best_gaussian']
+    where = f'{abs(gap):.2f} dB {"above" if gap >= 0 else "below"} the best isotropic Gaussian'
+    parts = [f'{where} ({references["best_gaussian"]:.2f} dB, an oracle)', f'uniform kernel {references["uniform"]:.2f}']
+    if 'true' in references:
+        parts.append(f'true kernel {references["true"]:.2f}')
+    return '; '.join(parts)

@@ -116,7 +116,8 @@ class Server:
         from gradio_client import handle_file
         out = client.predict(files=[handle_file(str(p)) for p in paths], precision=precision, tile=tile,
                              device=device, api_name='/restore')
-        return dict(zip(('selector', 'downloads', 'status', 'compare', 'blur', 'stages', 'retinex', 'table'), out))
+        return dict(zip(('selector', 'downloads', 'status', 'compare', 'warning', 'blur', 'stages', 'retinex',
+                         'table'), out))
 
     def rss(self, field):
         """The server's VmRSS or VmHWM (peak) in bytes."""
@@ -186,6 +187,8 @@ def test_uploads_come_back_full_size_in_their_format_with_the_intermediates(serv
     assert [item['caption'].rsplit(' x', 1)[0] for item in out['retinex']] == [
         'illumination L', 'reflectance R', 'enhanced illum. L^', 'denoised reflect. R^']
     assert out['blur'][0]['caption'].startswith('blur kernel 31x31')
+    # Random weights: a nearly uniform kernel, which the page says is no blur (the panel's warning).
+    assert out['warning'].startswith('**Warning:**') and 'has not learned a blur' in _plain(out['warning'])
     table = out['table'].splitlines()
     assert table[2] == '| stage | λ1 | λ2 | λ3 | λ4 | λ5 | γ_P | γ_Q | γ_Z |' and len(table) == 2 + 2 + 3
     # Nothing in what the page shows names a folder of the server.
@@ -340,6 +343,7 @@ def test_the_page_works_offline_shows_messages_and_results(server, browser, phot
     assert 'night_jude.jpg' in browser.find_element(By.ID, 'downloads').text.replace('\n', '')  # name, extension
     assert len(browser.find_elements(By.CSS_SELECTOR, '#stages img')) >= 4
     assert 'λ1' in browser.find_element(By.ID, 'hyperparameters').text
+    assert "kernel estimator has not learned a blur" in browser.find_element(By.ID, 'physics-warning').text
     page_text = browser.find_element(By.TAG_NAME, 'body').text
     assert str(server.root) not in page_text and '/tmp/' not in page_text
 

@@ -64,7 +64,8 @@ def test_refine_steps_reaches_the_data_step_from_yaml_options():
 
 def test_kernel_net_takes_its_options_from_the_jude_preset():
     net = JUDEKernelNet(preset='small', kernel_size=21)
-    assert net.config == {'kernel_size': 21, 'num_kernels': 1, 'kernel_width': PRESETS['small'].kernel_width}
+    assert net.config == {'kernel_size': 21, 'num_kernels': 1, 'kernel_width': PRESETS['small'].kernel_width,
+                          'kernel_statistics': False}
     with pytest.raises(ValueError, match="unknown preset 'tiny'"):
         JUDEKernelNet(preset='tiny')
     with pytest.raises(ValueError, match='kernel_size must be an integer from 3 to 128, got 0'):

@@ -119,3 +119,36 @@ def test_stage_images_are_drawn_like_the_input(dark_bgr, monkeypatch):
     render_panel(dark_bgr, dark_bgr, inter)
     gain = [label for label in cells if label.startswith('input x')][0].split(' x')[1]
     np.testing.assert_array_equal(cells[f'I after stage 1 x{gain}'], cells[f'input x{gain}'])
+
+
+def _intermediates(dark_bgr, kernels):
+    from jude_arch.restore.restorer import Intermediates
+    rgb = torch.from_numpy(dark_bgr[..., ::-1] / 255.).float().permute(2, 0, 1)
+    maps = {'I': rgb[None], 'L': rgb, 'R': torch.ones_like(rgb), 'L_hat': rgb, 'R_hat': torch.ones_like(rgb)}
+    return Intermediates(boxes=np.array([[[0, 48, 0, 64]]]), kernels=kernels.astype(np.float32),
+                         lambdas=np.ones((1, 1, 1, 5)), gammas=np.ones((1, 1, 1, 3)), maps=maps)
+
+
+@pytest.mark.parametrize('kernel, warned', [('uniform', True), ('camera shake', False), ('gaussian', False)])
+def test_the_panel_warns_when_the_kernel_is_no_blur(dark_bgr, kernel, warned):
+    """A nearly uniform kernel (a model trained on its output only) gets a warning above the panel; a learned
+    blur does not."""
+    from jude_arch.data.blur_kernels import camera_shake_kernel
+    from jude_arch.physics import center_pad, gaussian_kernel
+    from jude_arch.restore.intermediates_panel import panel_views
+    kernels = {'uniform': np.full((31, 31), 1 / 961) + np.random.default_rng(0).uniform(0, 1e-4, (31, 31)),
+               'camera shake': center_pad(torch.from_numpy(camera_shake_kernel(15, np.random.default_rng(3))), 31),
+               'gaussian': gaussian_kernel(31, 2.0)}
+    inter = _intermediates(dark_bgr, np.asarray(kernels[kernel])[None, None, None])
+    warning = panel_views(dark_bgr, dark_bgr, inter).warning
+    plain = render_panel(dark_bgr, dark_bgr, _intermediates(dark_bgr, np.asarray(kernels['gaussian'])[None, None,
+                                                                                                    None]))
+    panel = render_panel(dark_bgr, dark_bgr, inter)
+    if warned:
+        assert "kernel estimator has not learned a blur" in warning
+        assert panel.shape[0] > plain.shape[0]  # the warning's lines above the rows
+        amber = np.all(panel[:60] == np.array([80, 170, 255]), axis=-1)
+        assert amber.any()
+    else:
+        assert warning is None
+        assert panel.shape == plain.shape

@@ -101,6 +101,47 @@ def test_pretraining_validation_logs_kernel_metrics(data, tmp_path):
     assert tb.images['shake-val/000/kernel_estimated_true'].shape == (1, 4 * 21, 8 * 21)
 
 
+class RecordingLogger:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, message):
+        self.lines.append(message)
+
+
+def test_validation_reads_against_reference_kernels_computed_once_per_set(data, tmp_path, monkeypatch):
+    """The estimate's re-blur PSNR is logged beside the uniform, best-Gaussian and true kernels' on the same
+    frames; those are computed on the first validation of a set only."""
+    from jude_arch import physics
+    from jude_arch.models import physics_terms
+    model, opt = pretraining(data, tmp_path, val={'val_freq': 1, 'tb_images': 0})
+    calls, logger = [], RecordingLogger()
+    reference = physics.reference_reblur_psnr
+    monkeypatch.setattr(physics, 'reference_reblur_psnr', lambda *a, **k: calls.append(1) or reference(*a, **k))
+    monkeypatch.setattr(physics_terms, 'get_root_logger', lambda: logger)
+    loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0, dist=False)
+    tb = FakeTensorBoard()
+    for step in (1, 2):
+        model.validation(loader, current_iter=step, tb_logger=tb, save_img=False)
+    assert len(calls) == 2  # the set's two frames, once: not again at the second validation
+    references = model.kernel_references['shake-val']
+    assert set(references) == {'uniform', 'best_gaussian', 'true'}
+    assert references['true'] > references['best_gaussian'] > references['uniform']
+    # The values are those of the frames themselves.
+    items = [loader.dataset[i] for i in range(2)]
+    expected = physics.reference_reblur_psnr(*(torch.stack([item[key] for item in items])
+                                               for key in ('low_sharp', 'low_blur', 'kernel')),
+                                            size=ESTIMATOR_NET['kernel_size'])
+    for name, values in expected.items():
+        assert references[name] == pytest.approx(values.mean().item(), abs=1e-4)
+    estimate = model.metric_results['reblur_psnr']
+    gap = references['best_gaussian'] - estimate
+    assert len(logger.lines) == 2 and f'{abs(gap):.2f} dB {"below" if gap > 0 else "above"} the best isotropic ' \
+        f'Gaussian ({references["best_gaussian"]:.2f} dB, an oracle)' in logger.lines[-1]
+    assert f'true kernel {references["true"]:.2f}' in logger.lines[-1]
+    assert tb.scalars['metrics/shake-val/reblur_psnr_best_gaussian'] == references['best_gaussian']
+
+
 @pytest.mark.parametrize('key, message', [('pixel_opt', 'no image output'), ('sharp_opt', 'no image output')])
 def test_pretraining_rejects_image_losses(data, tmp_path, key, message):
     with pytest.raises(ValueError, match=message):
@@ -165,13 +206,18 @@ def test_validation_logs_physics_metrics_beside_the_output_metrics(data, tmp_pat
     loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False)
     tb = FakeTensorBoard()
     model.validation(loader, current_iter=2, tb_logger=tb, save_img=False)
-    physics_metrics = {'reblur_psnr', 'kernel_similarity', 'kernel_entropy', 'i_k_psnr'}
+    physics_metrics = {'reblur_psnr', 'kernel_similarity', 'kernel_entropy', 'i_k_psnr', 'illumination_chroma',
+                       'illumination_gradient_ratio'}
     if physics is False:
         assert set(model.metric_results) == {'psnr'}
         return
     assert set(model.metric_results) == {'psnr'} | physics_metrics
     assert {f'metrics/tiny-test/{name}' for name in physics_metrics} <= set(tb.scalars)
     assert 0 < model.metric_results['kernel_similarity'] <= 1 and model.metric_results['reblur_psnr'] > 10
+    # The data has true kernels: the reference kernels were scored on the same frames, and go to TensorBoard.
+    assert set(model.kernel_references['tiny-test']) == {'uniform', 'best_gaussian', 'true'}
+    assert 'metrics/tiny-test/reblur_psnr_true' in tb.scalars
+    assert model.metric_results['illumination_chroma'] > 0
 
 
 def parse(name, monkeypatch, tmp_path):
@@ -192,13 +238,21 @@ def test_options_files_chain_phase_0_into_jude(monkeypatch, tmp_path):
     full = {key: value.shape for key, value in JUDE(preset='full').state_dict().items()}
     assert {key: value.shape for key, value in estimator.items()} == {k: full[k] for k in estimator}
 
+    # The demo's physics recipe: its phase 0 (the held-out frames never drawn), then JUDE from its estimator.
+    demo_p0 = parse('train_kernel_estimator_demo.yml', monkeypatch, tmp_path)
     demo = parse('train_jude_demo_physics.yml', monkeypatch, tmp_path)
-    assert demo['path']['pretrain_network_g'] == 'experiments/JUDE_demo_p0/models/net_g_latest.pth'
+    assert demo['path']['pretrain_network_g'] == f'experiments/{demo_p0["name"]}/models/net_g_latest.pth'
     assert demo['path']['strict_load_g'] is False
-    assert 'name=JUDE_demo_p0' in (OPTIONS / 'train_jude_demo_physics.yml').read_text()
+    assert 'train' in demo_p0['datasets']['train']['dataroot_gt'] and 'test' in demo_p0['datasets']['val']['dataroot_lq']
+    assert not any('test' in source for source in demo_p0['datasets']['train']['extra_sources'])
+    estimator = build_network(dict(demo_p0['network_g'])).state_dict()
+    jude = build_network(dict(demo['network_g'])).state_dict()
+    assert {key: value.shape for key, value in estimator.items()} == {k: jude[k].shape for k in estimator}
     for key in PHYSICS_LOSSES:
         assert demo['train'][key]['type'] == PHYSICS_LOSSES[key]['type']
         build_loss(dict(demo['train'][key]))
+    # The illumination prior is off in the demo's recipe (it cost output PSNR, docs/physics.md).
+    assert demo['train']['illumination_chroma_opt'] is None and demo['train']['illumination_smoothness_opt'] is None
     train = demo['datasets']['train']
     assert {'dataroot_low_sharp', 'dataroot_low_blur', 'dataroot_kernel'} <= set(train)
 
@@ -213,3 +267,22 @@ def test_reflectance_loss_compares_r_k_with_the_ground_truth(data, tmp_path):
     model.optimize_parameters(1)
     expected = 0.5 * (r_k - train['gt']).abs().mean()
     assert model.log_dict['l_reflectance'] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_illumination_prior_is_computed_on_l_k_against_i_k(data, tmp_path):
+    from jude_arch.losses.illumination_prior import illumination_chroma, illumination_roughness
+    prior = {'illumination_chroma_opt': {'type': 'IlluminationChromaLoss', 'loss_weight': 2.0},
+             'illumination_smoothness_opt': {'type': 'IlluminationSmoothnessLoss', 'loss_weight': 0.5,
+                                             'edge_weight': 5}}
+    model, opt = make_model(data, tmp_path, train={'ema_decay': 0, **prior})
+    assert model.uses_intermediates
+    train = batch(opt)
+    with torch.no_grad():
+        out = model.net_g(train['lq'], return_intermediates=True)
+    model.feed_data(train)
+    model.optimize_parameters(1)
+    assert set(model.log_dict) == {'l_pix', 'l_illum_chroma', 'l_illum_smooth'}
+    assert model.log_dict['l_illum_chroma'] == pytest.approx(2 * illumination_chroma(out['L'][-1]).mean().item(),
+                                                             rel=1e-4)
+    expected = 0.5 * illumination_roughness(out['L'][-1], out['I'][-1], 5).mean().item()
+    assert model.log_dict['l_illum_smooth'] == pytest.approx(expected, rel=1e-4)

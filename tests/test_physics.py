@@ -100,3 +100,22 @@ def test_kernel_entropy():
     delta[15, 15] = 1
     assert kernel_entropy(delta).item() == pytest.approx(0, abs=1e-6)
     assert 0.2 < kernel_entropy(gaussian_kernel(31, 2.0)).item() < 0.7
+
+
+def test_reblur_loss_as_psnr_ranks_kernels_per_image_and_leaves_out_the_border(scene):
+    sharp, blurred, kernel = scene
+    observed = torch.round(blurred * 255) / 255
+    gaussian = gaussian_kernel(15, 2.0)[None, None]
+    loss = ReblurLoss(metric='psnr', crop_border=7)
+    # The negative of the score with the same border left out (the score also rounds to 8 bits, the loss cannot).
+    assert loss(gaussian, sharp, observed).item() == pytest.approx(
+        -reblur_psnr(sharp, gaussian, observed, crop_border=7).item(), abs=0.2)
+    assert loss(kernel, sharp, observed).item() < -55 < loss(gaussian, sharp, observed).item() + 20
+    # Per image in decibels: a frame 10× darker counts as much, where L1 would shrink it tenfold.
+    dark = torch.cat([sharp, linear_to_srgb(0.1 * srgb_to_linear(sharp))])  # a frame and the same 10× darker
+    pair = linear_to_srgb(blur(srgb_to_linear(dark), kernel))
+    both = torch.cat([gaussian, gaussian])
+    per_image = [loss(gaussian, dark[i:i + 1], pair[i:i + 1]).item() for i in range(2)]
+    assert loss(both, dark, pair).item() == pytest.approx(sum(per_image) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="metric must be one of \\('l1', 'psnr'\\)"):
+        ReblurLoss(metric='mse')

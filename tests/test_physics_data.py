@@ -181,7 +181,38 @@ def test_shake_blur_items_follow_the_physics():
     ({'gt_size': None}, 'gt_size must be at least 8'),
     ({'kernel_size': 11}, 'kernel_size 11 is smaller than the largest drawn kernel'),
     ({'degradation': {'exposure': [0.5, 0.1]}}, 'exposure must be a range'),
+    ({'extra_sources': 'dead-leaves'}, 'extra_sources must be a list'),
+    ({'extra_sources': ['/nonexistent/more']}, 'dataroot_gt folder not found'),
 ])
 def test_shake_blur_bad_options(change, message):
     with pytest.raises(ValueError, match=message):
         build_dataset(shake_opt(**change))
+
+
+def test_shake_blur_draws_from_every_listed_source(monkeypatch):
+    """Photos, scikit-image's other photographs and dead-leaves images: each source drawn, each item physical."""
+    from jude_arch.data import shake_blur_dataset
+    monkeypatch.setattr(shake_blur_dataset, 'DEAD_LEAVES_COUNT', 2)  # two small ones keep the test quick
+    monkeypatch.setattr(shake_blur_dataset, 'DEAD_LEAVES_SIZE', 96)
+    dataset = build_dataset(shake_opt(extra_sources=['skimage-extra', 'dead-leaves'], length=30))
+    names = {dataset[i]['lq_path'].split('/')[-1] for i in range(30)}
+    assert names & set(shake_blur_dataset.SKIMAGE_EXTRA)
+    assert names & {'dead_leaves_000.png', 'dead_leaves_001.png'}
+    assert names & {'astronaut.png', 'chelsea.png', 'coffee.png', 'motorcycle_left.png', 'rocket.jpg'}
+    for index in range(6):
+        item = dataset[index]
+        assert reblur_psnr(item['low_sharp'][None], item['kernel'][None], item['low_blur'][None]).item() > 45
+    # Without extra sources the draws are as they always were: the same validation frames.
+    assert torch.equal(build_dataset(shake_opt(extra_sources=[]))[3]['lq'], build_dataset(shake_opt())[3]['lq'])
+
+
+def test_dead_leaves_images_are_seeded_and_cover_the_frame():
+    from jude_arch.data.dead_leaves import dead_leaves
+    image = dead_leaves(96, np.random.default_rng(0))
+    assert image.shape == (96, 96, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, dead_leaves(96, np.random.default_rng(0)))
+    assert not np.array_equal(image, dead_leaves(96, np.random.default_rng(1)))
+    # Discs of many sizes and colours: many distinct colours, edges everywhere.
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 200
+    edges = np.abs(np.diff(image.astype(float), axis=1)).max(2) > 20
+    assert edges.mean() > 0.05 and edges[:48].any() and edges[48:].any()

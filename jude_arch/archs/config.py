@@ -57,6 +57,9 @@ class JUDEConfig:
             release; R_K equals P_K up to rounding, the multipliers stay 0).
         hypernet_batch_stats (bool): the hyper-parameter net's BatchNorm uses the statistics of the batch
             at inference too, as the authors' evaluation did (False).
+        kernel_statistics (bool): the kernel estimator also reads the blur from the image's gradient
+            correlations and centres its kernel (`blur_statistics`, docs/physics.md); adds
+            `kernel_estimator.statistics.*` weights; one kernel only (False: the paper's estimator).
     """
 
     num_stages: int = 5
@@ -77,6 +80,7 @@ class JUDEConfig:
     enhancer_variant: str = 'paper'
     denoiser_input: str = 'R'
     hypernet_batch_stats: bool = False
+    kernel_statistics: bool = False
 
     def __post_init__(self):
         if isinstance(self.unet_channels, (list, tuple)):
@@ -95,7 +99,8 @@ class JUDEConfig:
                              ('enhancer_variant', IlluminationEnhancer.VARIANTS)):
             if getattr(self, key) not in allowed:
                 self._fail(key, f'one of {allowed}')
-        for key in ('share_operators', 'channels_last', 'kernel_pad_input', 'hypernet_batch_stats'):
+        for key in ('share_operators', 'channels_last', 'kernel_pad_input', 'hypernet_batch_stats',
+                    'kernel_statistics'):
             if not isinstance(getattr(self, key), bool):
                 self._fail(key, 'true or false')
         if not isinstance(self.checkpoint_stages, bool) and self.checkpoint_stages != 'auto':
@@ -106,6 +111,10 @@ class JUDEConfig:
             raise ValueError(f'JUDE: {error}') from None
         if not self.kernel_pad_input and self.num_kernels != 1:
             self._fail('num_kernels', '1 with kernel_pad_input false (the weight-map head needs a padded input)')
+        if self.kernel_statistics and self.num_kernels != 1:
+            self._fail('num_kernels', '1 with kernel_statistics true (the statistics refine one kernel)')
+        if self.kernel_statistics and self.kernel_size % 2 == 0:
+            self._fail('kernel_size', 'odd with kernel_statistics true (the correlations are centred)')
 
     def _fail(self, key, expected):
         raise ValueError(f'JUDE: {key} must be {expected}, got {getattr(self, key)!r}')

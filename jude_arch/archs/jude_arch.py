@@ -79,7 +79,7 @@ class JUDE(nn.Module):
 
         layout = dict(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
         self.kernel_estimator = KernelEstimator(cfg.kernel_size, cfg.num_kernels, cfg.kernel_width,
-                                                cfg.kernel_pad_input)
+                                                cfg.kernel_pad_input, cfg.kernel_statistics)
         self.hyper_net = HyperNet(cfg.num_stages, cfg.num_kernels, batch_stats=cfg.hypernet_batch_stats)
         copies = 1 if cfg.share_operators else cfg.num_stages
 

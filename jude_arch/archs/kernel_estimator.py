@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .blur_statistics import StatisticsRefiner, centre_kernels
+
 
 def _conv(in_ch, out_ch, kernel_size=3, padding=1):
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size, padding=padding), nn.LeakyReLU(0.01, inplace=True))
@@ -53,15 +55,19 @@ class KernelEstimator(nn.Module):
             statistics the kernel head sees (True), or feed it as it is and let the max-pools drop odd
             rows and columns, as the authors' released network does (False; inputs smaller than 32 px,
             which it cannot take, are still padded up to 32). Default: True.
+        statistics (bool): refine the kernel with the image's gradient correlations and centre it
+            (`blur_statistics`; one kernel only). Default: False (the paper's estimator).
 
     Returns (forward):
         tuple: kernels N×B×k×k (float32) and the weight map N×B×H×W (softmax over B) or None when B = 1.
     """
 
-    def __init__(self, kernel_size=31, num_kernels=1, width=16, pad_input=True):
+    def __init__(self, kernel_size=31, num_kernels=1, width=16, pad_input=True, statistics=False):
         super().__init__()
         if num_kernels > 1 and not pad_input:
             raise ValueError('KernelEstimator: the weight-map head of several kernels needs pad_input=True')
+        if statistics and num_kernels != 1:
+            raise ValueError('KernelEstimator: the blur statistics refine one kernel per image (num_kernels 1)')
         self.kernel_size = kernel_size
         self.num_kernels = num_kernels
         self.pad_input = pad_input
@@ -86,6 +92,9 @@ class KernelEstimator(nn.Module):
             _conv(w[1], w[1], *first), _conv(w[1], w[1]), nn.Conv2d(w[1], num_kernels, 3, padding=1))
 
         # Weight-map head: only meaningful with several kernels (with B = 1 it is identically 1).
+        # Only with statistics: the default estimator keeps the paper's (and the released weights') keys.
+        if statistics:
+            self.statistics = StatisticsRefiner(kernel_size)
         if num_kernels > 1:
             self.mask_up = nn.ModuleList([
                 _Up(w[5], w[5], w[4]), _Up(w[4], w[4], w[3]), _Up(w[3], w[3], w[2]), _Up(w[2], w[2], w[1]),
@@ -95,6 +104,7 @@ class KernelEstimator(nn.Module):
                 _conv(w[1], w[1]), _conv(w[1], w[1]), nn.Conv2d(w[1], num_kernels, 3, padding=1))
 
     def forward(self, x):
+        image = x
         h, w = x.shape[-2:]
         if self.pad_input:
             x = F.pad(x, (0, -w % 32, 0, -h % 32), mode='replicate')
@@ -115,8 +125,12 @@ class KernelEstimator(nn.Module):
             else:
                 k = up(k)
         k = self.kernel_tail(k).float()
+        if hasattr(self, 'statistics'):
+            k = k + self.statistics(image, k)
         n, b = k.shape[:2]
         kernels = k.flatten(2).softmax(-1).view(n, b, self.kernel_size, self.kernel_size)
+        if hasattr(self, 'statistics'):
+            kernels = centre_kernels(kernels)
 
         weight_map = None
         if self.num_kernels > 1:

@@ -1,6 +1,8 @@
-"""JUDE's training losses, registered in BasicSR's LOSS_REGISTRY: the paper's (MAE + FFT) and the kernel
-estimator's (re-blur, translation-tolerant kernel error)."""
+"""JUDE's training losses, registered in BasicSR's LOSS_REGISTRY: the paper's (MAE + FFT), the kernel
+estimator's (re-blur, translation-tolerant kernel error) and the illumination prior (grey, smooth light)."""
+from .illumination_prior import IlluminationChromaLoss, IlluminationSmoothnessLoss
 from .jude_loss import FFTLoss, JUDELoss
 from .physics_loss import KernelLoss, ReblurLoss
 
-__all__ = ['FFTLoss', 'JUDELoss', 'KernelLoss', 'ReblurLoss']
+__all__ = ['FFTLoss', 'IlluminationChromaLoss', 'IlluminationSmoothnessLoss', 'JUDELoss', 'KernelLoss',
+           'ReblurLoss']

@@ -98,7 +98,7 @@ class KernelEstimatorModel(JUDEModel):
         for idx, val_data in enumerate(dataloader):
             self.feed_data(val_data)
             self.test()
-            for metric, values in self._physics_scores(options).items():
+            for metric, values in self._physics_scores(options, dataset_name).items():
                 scores.setdefault(metric, []).extend(values.tolist())
             if idx < tb_images:
                 self._log_kernels(tb_logger, f'{dataset_name}/{idx:03d}', current_iter)

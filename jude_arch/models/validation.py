@@ -63,7 +63,8 @@ class ValidationMixin:
             return self._tiled(net, x, tile), None
         if with_kernel and isinstance(self.get_bare_model(net), JUDE):
             out = net(x, return_intermediates=True)
-            self.sharp_estimate = out['I'][-1]  # I_K, for the physics metrics
+            self.sharp_estimate = out['I'][-1]  # I_K and L_K, for the physics metrics
+            self.illumination_estimate = out['L'][-1]
             return out['output'], out['kernel']
         return net(x), None
 
@@ -85,7 +86,7 @@ class ValidationMixin:
 
     def test(self, with_kernel=False):
         """Restore self.lq into self.output, clamped to [0, 1] (and self.kernel for JUDE when asked)."""
-        self.sharp_estimate = None
+        self.sharp_estimate = self.illumination_estimate = None
         with self.evaluation() as net:
             output, self.kernel = self._restore(net, self.lq, with_kernel)
             # Checked before clamping: clamped (or cast to 8 bits) a NaN output becomes a plausible black image.
@@ -131,9 +132,10 @@ class ValidationMixin:
                 data = {k: v for k, v in metric_data.items() if k not in FLOAT_KEYS or metric_accepts(metric_opt, k)}
                 self.metric_results[metric] += calculate_metric(data, metric_opt) if self.output_finite else float('nan')
             if with_physics:
-                for metric, values in self._physics_scores(physics_opt).items():
+                for metric, values in self._physics_scores(physics_opt, dataset_name).items():
                     physics_scores.setdefault(metric, []).extend(values.tolist())
-            self.lq = self.output = self.output_unclamped = self.kernel = self.sharp_estimate = None
+            self.lq = self.output = self.output_unclamped = self.kernel = None
+            self.sharp_estimate = self.illumination_estimate = None
             self.physics_data = {}
             if 'gt' in val_data:
                 del self.gt

@@ -88,13 +88,14 @@ def build_app(service, defaults, model_label):
     def view(results, index):
         """The comparison and the "inside JUDE" pictures of the photo the selector shows."""
         if index is None or not 0 <= index < len(results):
-            return None, [], [], [], ''
+            return None, '', [], [], [], ''
         result = results[index]
 
         def gallery(items):
             return [(str(path), label) for path, label in items]
 
-        return ((str(result.before), str(result.after)), gallery(result.blur), gallery(result.stages),
+        warning = f'**Warning:** {_escape(result.warning)}' if result.warning else ''
+        return ((str(result.before), str(result.after)), warning, gallery(result.blur), gallery(result.stages),
                 gallery(result.retinex), f'**{_escape(result.name)}**, per-stage hyper-parameters' +
                 (' (means over tiles)' if result.tiled else '') + '\n\n' + _table_markdown(result.table))
 
@@ -145,6 +146,8 @@ def build_app(service, defaults, model_label):
                         'splits the sharp image I into illumination L and reflectance R, then brightens L and '
                         'cleans R; their product is the result. λ1..λ5 weigh the terms of each stage, γ steer the '
                         'learned denoisers. The factors of a product are each shown at their own brightness.')
+            # Said first when the kernels are nearly uniform: then what follows is no picture of the physics.
+            warning = gr.Markdown(elem_id='physics-warning')
             # One row each: the kernel(s) (with the weight map or tile layout), the input and every stage, the
             # four Retinex factors; pictures are never cropped.
             stage_count = service.network.config['num_stages'] + 1 if isinstance(service.network, JUDE) else 6
@@ -156,7 +159,7 @@ def build_app(service, defaults, model_label):
                                  elem_id='retinex')
             table = gr.Markdown(elem_id='hyperparameters')
 
-        views = [slider, blur, stages, retinex, table]
+        views = [slider, warning, blur, stages, retinex, table]
         button.click(restore, [files, precision, tile, device], [results, selector, downloads, status, *views],
                      api_name='restore', concurrency_limit=1, concurrency_id='restore')
         selector.change(view, [results, selector], views, api_name=False, queue=False)

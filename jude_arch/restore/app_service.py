@@ -42,6 +42,8 @@ class PhotoResult:
         retinex (list[tuple[Path, str]]): L, R, L̂, R̂.
         table (list[list[str]]): header and one row per stage of λ/γ (means over tiles when tiled).
         tiled (bool): whether the photo went through the network in several tiles.
+        warning (str | None): the panel's warning when the model's kernel estimator has not learned a blur
+            (`intermediates_panel.physics_warning`).
     """
 
     name: str
@@ -55,6 +57,7 @@ class PhotoResult:
     retinex: list
     table: list
     tiled: bool
+    warning: str = None
 
 
 @dataclass
@@ -182,4 +185,5 @@ class RestoreService:
         seconds = time.perf_counter() - start
         logger.info(f'{name}: restored in {seconds:.1f} s')
         return PhotoResult(name, (width, height), seconds, [target, *extras], before, after, blur,
-                           pictures(views.stages, 'stage'), pictures(views.retinex, 'retinex'), table, views.tiled)
+                           pictures(views.stages, 'stage'), pictures(views.retinex, 'retinex'), table, views.tiled,
+                           views.warning)

@@ -7,6 +7,8 @@ Panel rows, every cell labelled:
 3. the Retinex factors: illumination L and reflectance R after the last stage, and the enhanced
    illumination L̂ and denoised reflectance R̂ whose product is the output;
 4. λ1..λ5 and γ_P, γ_Q, γ_Z of each stage.
+When the kernels are nearly uniform (`physics_warning`), a warning above the rows says that the model's kernel
+estimator has not learned a blur: its stages of I and its L, R are latent maps, not images of the scene.
 The input and the stages of I are shown at one common display gain, so the stages stay comparable;
 only the product of the Retinex factors is fixed (L·R = I, L̂·R̂ = output, any scale can move between
 the two), so each factor is scaled to its own 99.5th percentile. Every gain is printed in its label.
@@ -21,7 +23,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
+from ..physics import kernel_entropy
 from .photo_io import write_bytes, write_image
 
 CELL = 320  # longest side of an image cell, in pixels
@@ -32,6 +36,10 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 # BGR colours of basis kernels 1, 2, ... (frames in the kernel cell, hues in the weight map).
 _PALETTE = np.array([(255, 128, 0), (0, 200, 255), (80, 220, 80), (220, 80, 220), (80, 80, 255), (255, 255, 80)],
                     np.float32)
+_WARNING_COLOUR = (80, 170, 255)  # BGR: amber
+# Kernel entropy (fraction of the uniform kernel's) above which an estimate is no blur: a model trained on its
+# output only (the paper's recipe) keeps its estimator near 1.0; a learned camera-shake estimate lies near 0.5.
+UNIFORM_ENTROPY = 0.9
 LAMBDA_NAMES = ('lambda1', 'lambda2', 'lambda3', 'lambda4', 'lambda5')
 GAMMA_NAMES = ('gamma_P', 'gamma_Q', 'gamma_Z')
 
@@ -113,13 +121,41 @@ def _labelled(image, label):
     return _stack([bar, image], 0, 0)
 
 
-def _text_rows(lines):
+def _text_rows(lines, colour=(235, 235, 235)):
     line_height = 18
     width = max(8 * len(line) for line in lines) + 8
     image = np.full((line_height * len(lines) + 6, width, 3), _BACKGROUND, np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(image, line, (4, line_height * (i + 1)), _FONT, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
+        cv2.putText(image, line, (4, line_height * (i + 1)), _FONT, 0.42, colour, 1, cv2.LINE_AA)
     return image
+
+
+def _wrapped(text, width=110):
+    """Words of `text` in lines of at most `width` characters."""
+    lines = ['']
+    for word in text.split():
+        if lines[-1] and len(lines[-1]) + 1 + len(word) > width:
+            lines.append('')
+        lines[-1] = f'{lines[-1]} {word}'.strip()
+    return lines
+
+
+def physics_warning(kernels):
+    """A warning for the panel and the app when the estimated kernels are not a blur, else None.
+
+    Args:
+        kernels (numpy.ndarray): …×k×k estimated kernels (e.g. `Intermediates.kernels`, rows×cols×B×k×k).
+
+    Returns:
+        str | None: the warning (with the kernels' mean entropy), or None when it is at most `UNIFORM_ENTROPY`
+        of the uniform kernel's.
+    """
+    entropy = float(kernel_entropy(torch.from_numpy(np.asarray(kernels, np.float32))).mean())
+    if entropy <= UNIFORM_ENTROPY:
+        return None
+    return (f"This model's kernel estimator has not learned a blur: its kernel is nearly uniform (entropy "
+            f'{entropy:.2f} of a uniform kernel\'s). The stages of I and the factors L, R are latent maps, not '
+            'images of the scene; train with the physics recipe (docs/physics.md) to make them meaningful.')
 
 
 def to_display(image, max_side=None):
@@ -150,6 +186,7 @@ class PanelViews:
         names (tuple[str]): the hyper-parameters' names (λ1..λ5, γ_P, γ_Q, γ_Z).
         table (numpy.ndarray): K×8, each stage's λ and γ (means over tiles when tiled).
         tiled (bool): whether the image went through the network in several tiles.
+        warning (str | None): `physics_warning` of the kernels.
     """
 
     overview: list
@@ -158,6 +195,7 @@ class PanelViews:
     names: tuple
     table: np.ndarray
     tiled: bool
+    warning: str = None
 
 
 def panel_views(image, restored, intermediates, size=CELL):
@@ -203,7 +241,8 @@ def panel_views(image, restored, intermediates, size=CELL):
     retinex = [factor('L', 'illumination L'), factor('R', 'reflectance R'), factor('L_hat', 'enhanced illum. L^'),
                factor('R_hat', 'denoised reflect. R^')]
     table = np.concatenate([intermediates.lambdas.mean((0, 1)), intermediates.gammas.mean((0, 1))], axis=1)
-    return PanelViews(overview, stages, retinex, LAMBDA_NAMES + GAMMA_NAMES, table, tiled)
+    return PanelViews(overview, stages, retinex, LAMBDA_NAMES + GAMMA_NAMES, table, tiled,
+                      physics_warning(intermediates.kernels))
 
 
 def render_panel(image, restored, intermediates):
@@ -221,8 +260,11 @@ def render_panel(image, restored, intermediates):
     lines = [f'per-stage hyper-parameters{" (mean over tiles)" if views.tiled else ""}:']
     for t, values in enumerate(views.table):
         lines.append(f'stage {t + 1}: ' + '  '.join(f'{n}={v:.4g}' for n, v in zip(views.names, values)))
-    panel = _stack([_stack([_labelled(picture, label) for label, picture in row], 1, _GAP)
-                    for row in (views.overview, views.stages, views.retinex)] + [_text_rows(lines)], 0, _GAP)
+    rows = [_stack([_labelled(picture, label) for label, picture in row], 1, _GAP)
+            for row in (views.overview, views.stages, views.retinex)] + [_text_rows(lines)]
+    if views.warning:
+        rows.insert(0, _text_rows(_wrapped('Warning: ' + views.warning), _WARNING_COLOUR))
+    panel = _stack(rows, 0, _GAP)
     return cv2.copyMakeBorder(panel, _GAP, _GAP, _GAP, _GAP, cv2.BORDER_CONSTANT, value=(_BACKGROUND, ) * 3)
 
 

@@ -2,36 +2,64 @@
 
 1. synthesise LOL-Blur-style pairs from scikit-image's bundled photos (2 photos held out for testing),
 2. pack them into LMDBs,
-3. train the small JUDE with options/train_jude_demo.yml (`jude_arch/train.py`),
+3. train the small JUDE (`jude_arch/train.py`) with a recipe:
+   - `physics` (the default, docs/physics.md): its kernel estimator alone first (phase 0,
+     options/train_kernel_estimator_demo.yml), then JUDE from it with the auxiliary losses on the kernel, I_K and
+     R_K (options/train_jude_demo_physics.yml; the illumination prior is off there, docs/physics.md), so that its
+     kernel is a blur, I an image and R the colours;
+   - `paper`: the paper's loss on the output only (options/train_jude_demo.yml);
 4. evaluate it with options/test_jude_demo.yml (`jude_arch/test.py`) on the held-out pairs,
-5. print PSNR / SSIM of the input and of JUDE's output against the ground truth, and where the images are.
+5. print PSNR / SSIM of the input and of JUDE's output against the ground truth, the kernel's re-blur PSNR,
+   entropy and similarity beside the uniform kernel and the best isotropic Gaussian, L's colour and structure,
+   and where the images and the panel of one held-out frame (`jude-restore --save-intermediates`'s) are.
 
-Everything goes under one work folder (default `demo/`): lolblur/, lmdb/, experiments/, results/,
-tb_logger/ and the logs of the two runs. A second run replaces the data and archives the previous
-experiment and results as BasicSR does (`*_archived_<time>`).
+Everything goes under one work folder (default `demo/`): lolblur/, lmdb*/, experiments/, results/, panels/,
+tb_logger/ and the logs of the runs. A second run replaces the data and archives the previous
+experiments and results as BasicSR does (`*_archived_<time>`).
 """
 import argparse
 import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
 from ..data.lolblur_layout import GT_FOLDER, pair_frames
 from ..data.lolblur_lmdb import prepare_lolblur
 from ..data.synthesis import synthesize_lolblur
+from .demo_physics import physics_report, physics_scores
 
 OPTIONS = Path(__file__).resolve().parents[2] / 'options'
-TRAIN_OPTIONS, TEST_OPTIONS = OPTIONS / 'train_jude_demo.yml', OPTIONS / 'test_jude_demo.yml'
-# Must match the names in the two option files.
-EXPERIMENT, TEST_NAME, TEST_SET, SUFFIX = 'JUDE_demo', 'JUDE_demo_test', 'synthetic-LOL-Blur-test', 'JUDE'
+TEST_OPTIONS = OPTIONS / 'test_jude_demo.yml'
+# Must match the names in the option files.
+TEST_NAME, TEST_SET, SUFFIX = 'JUDE_demo_test', 'synthetic-LOL-Blur-test', 'JUDE'
 LQ_FOLDER = 'low_blur_noise'
 # Lines of BasicSR's log worth showing while the demo runs (the rest goes to the log file).
-PROGRESS = re.compile(r'\]\[epoch:|Start training|Validation|# psnr|# ssim|Resuming|Error|error:')
+PROGRESS = re.compile(r'\]\[epoch:|Start training|Validation|# psnr|# ssim|# reblur|# kernel|re-blur PSNR|Resuming|'
+                      r'Error|error:')
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the demo trains: the optional phase-0 options, JUDE's options and the experiment they name, and the
+    extra LMDBs (folder → LOL-Blur folder packed as its LQ) JUDE's options read."""
+    phase0: Path
+    train: Path
+    experiment: str
+    extra_lmdbs: tuple
+
+
+RECIPES = {
+    'physics': Recipe(OPTIONS / 'train_kernel_estimator_demo.yml', OPTIONS / 'train_jude_demo_physics.yml',
+                      'JUDE_demo_physics', (('lmdb_low_sharp', 'low_sharp'), ('lmdb_low_blur', 'low_blur'))),
+    'paper': Recipe(None, OPTIONS / 'train_jude_demo.yml', 'JUDE_demo', ()),
+}
 
 
 def _run(stage, command, work):
@@ -76,21 +104,33 @@ def evaluate(work):
     return {'frames': frames, **means, 'images': images}
 
 
-def run_demo(work='demo', iters=None, size=256, frames_per_photo=8, seed=0):
+def _train_command(options, iters):
+    command = [sys.executable, '-m', 'jude_arch.train', '-opt', str(options)]
+    if iters is not None:
+        command += ['--force_yml', f'train:total_iter={iters}', f'train:scheduler:periods=[{iters}]',
+                    f'logger:save_checkpoint_freq={iters}']
+    return command
+
+
+def run_demo(work='demo', iters=None, size=256, frames_per_photo=8, seed=0, recipe='physics', phase0_iters=None):
     """Synthesise, pack, train, test and score; see the module docstring.
 
     Args:
         work (str | Path): work folder (created).
-        iters (int | None): training iterations; None keeps train_jude_demo.yml's.
+        iters (int | None): JUDE's training iterations; None keeps the recipe's YAML's.
         size (int): side of the synthetic frames.
         frames_per_photo (int): frames per photo (3 training photos, 2 held-out test photos).
         seed (int): seed of the synthesis.
+        recipe (str): 'physics' or 'paper' (`RECIPES`).
+        phase0_iters (int | None): the physics recipe's phase-0 iterations; None keeps its YAML's.
 
     Returns:
-        dict: the scores of `evaluate`, plus 'seconds' (wall time of the whole demo).
+        dict: the scores of `evaluate`, plus 'recipe', 'model', 'physics' (`demo_physics.physics_scores`) and
+        'seconds' (wall time of the whole demo).
     """
-    for path in (TRAIN_OPTIONS, TEST_OPTIONS):
-        if not path.is_file():
+    chosen = RECIPES[recipe]
+    for path in (chosen.phase0, chosen.train, TEST_OPTIONS):
+        if path is not None and not path.is_file():
             raise SystemExit(f'demo: {path} not found; run the demo from a clone of the repository')
     start = time.time()
     work = Path(work).resolve()
@@ -100,15 +140,22 @@ def run_demo(work='demo', iters=None, size=256, frames_per_photo=8, seed=0):
                        seed=seed, overwrite=True)
     print(f'[demo] packing them into LMDBs in {work / "lmdb"}', flush=True)
     prepare_lolblur(work / 'lolblur', work / 'lmdb', overwrite=True)
+    for folder, lq in chosen.extra_lmdbs:  # the physics losses' targets, read with the training pairs
+        prepare_lolblur(work / 'lolblur', work / folder, lq=lq, splits=['train'], overwrite=True)
 
-    train = [sys.executable, '-m', 'jude_arch.train', '-opt', str(TRAIN_OPTIONS)]
-    if iters is not None:
-        train += ['--force_yml', f'train:total_iter={iters}', f'train:scheduler:periods=[{iters}]',
-                  f'logger:save_checkpoint_freq={iters}']
-    _run('train', train, work)
-    _run('test', [sys.executable, '-m', 'jude_arch.test', '-opt', str(TEST_OPTIONS)], work)
+    if chosen.phase0 is not None:
+        _run('phase0', _train_command(chosen.phase0, phase0_iters), work)
+    _run('train', _train_command(chosen.train, iters), work)
+    model = work / 'experiments' / chosen.experiment / 'models' / 'net_g_latest.pth'
+    # The test builds the network the recipe trained (its YAML's network_g) and loads its weights.
+    network = yaml.safe_load(chosen.train.read_text())['network_g']
+    _run('test', [sys.executable, '-m', 'jude_arch.test', '-opt', str(TEST_OPTIONS), '--force_yml',
+                  f'path:pretrain_network_g={model}', *(f'network_g:{key}={value}' for key, value in network.items())],
+         work)
 
     scores = evaluate(work)
+    print('[demo] scoring the physics on the held-out frames', flush=True)
+    scores.update(recipe=recipe, model=model, physics=physics_scores(work, model))
     scores['seconds'] = time.time() - start
     return scores
 
@@ -118,13 +165,15 @@ def report(scores, work):
     i, o = scores['input'], scores['output']
     work = Path(work).resolve()
     return '\n'.join([
-        f'JUDE demo: {scores["frames"]} held-out synthetic frames (photos never seen in training)',
+        f'JUDE demo ({scores["recipe"]} recipe): {scores["frames"]} held-out synthetic frames (photos never seen in '
+        'training)',
         f'{"":14s}{"PSNR (dB)":>10s}{"SSIM":>8s}',
         f'{"input":14s}{i["psnr"]:10.2f}{i["ssim"]:8.3f}',
         f'{"JUDE output":14s}{o["psnr"]:10.2f}{o["ssim"]:8.3f}',
         f'{"gain":14s}{o["psnr"] - i["psnr"]:+10.2f}{o["ssim"] - i["ssim"]:+8.3f}',
+        *physics_report(scores['physics']),
         f'Restored images: {scores["images"]}',
-        f'Model: {work / "experiments" / EXPERIMENT / "models" / "net_g_latest.pth"}',
+        f'Model: {scores["model"]}',
         f'TensorBoard: tensorboard --logdir {work / "tb_logger"}',
         f'Time: {scores["seconds"] / 60:.1f} min',
     ])
@@ -133,12 +182,17 @@ def report(scores, work):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work', default='demo', help='work folder (default: demo/)')
-    parser.add_argument('--iters', type=int, default=None, help="training iterations (default: the YAML's)")
+    parser.add_argument('--recipe', choices=sorted(RECIPES), default='physics',
+                        help="physics: phase 0, then JUDE with the physics losses (default); paper: the paper's loss")
+    parser.add_argument('--iters', type=int, default=None, help="JUDE's training iterations (default: the YAML's)")
+    parser.add_argument('--phase0-iters', type=int, default=None,
+                        help="the physics recipe's kernel-estimator iterations (default: the YAML's)")
     parser.add_argument('--size', type=int, default=256, help='side of the synthetic frames (default: 256)')
     parser.add_argument('--frames-per-photo', type=int, default=8, help='frames per photo (default: 8)')
     parser.add_argument('--seed', type=int, default=0, help='synthesis seed (default: 0)')
     args = parser.parse_args(argv)
-    scores = run_demo(args.work, args.iters, args.size, args.frames_per_photo, args.seed)
+    scores = run_demo(args.work, args.iters, args.size, args.frames_per_photo, args.seed, args.recipe,
+                      args.phase0_iters)
     print(report(scores, args.work))
     return 0
 
