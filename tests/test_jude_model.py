@@ -171,4 +171,5 @@ def test_tiled_validation_is_jude_restores_tiling(data, tmp_path):
 def test_training_does_not_load_the_inference_stack():
     code = 'import sys, jude_arch; print(sorted(m for m in sys.modules if m.startswith("jude_arch.restore.")))'
     loaded = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "['jude_arch.restore.tiling']"  # shared with validation; not the restorer
+    # Shared with validation (its tiles, and the one atomic image writer); not the restorer, the CLI or the app.
+    assert loaded.strip() == "['jude_arch.restore.photo_io', 'jude_arch.restore.tiling']"
