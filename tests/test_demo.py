@@ -7,8 +7,8 @@ import pytest
 from jude_arch.tools.demo_physics import physics_report
 from training_helpers import PYTHON, run
 
-# The default (physics) recipe shortened: phase 0 for 100 iterations (the demo: 400), then 150 of JUDE (the
-# demo: 600) on 128×128 frames (4 per photo). MIN_GAIN_DB and the kernel bound were set from one run here.
+# The default (physics) recipe shortened: phase 0 for 100 iterations (the demo: 350), then 150 of JUDE (the
+# demo: 450) on 128×128 frames (4 per photo). MIN_GAIN_DB and the kernel bound were set from one run here.
 PHASE0_ITERS, ITERS = 100, 150
 MIN_GAIN_DB = 3.0
 MAX_KERNEL_ENTROPY = 0.9  # the panel's warning threshold: above it the estimator has learned no blur
