@@ -1,6 +1,7 @@
 """JUDEModel's optional physics: auxiliary losses on the intermediates (I_K, the kernel, R_K, L_K) and the
 physics metrics of validation (reblur PSNR, kernel similarity and entropy, I_K PSNR, L_K's chroma and
-structure), all off unless the YAML asks and the data carries what they need (docs/training.md, "Physics"; docs/physics.md)."""
+structure), all off unless the YAML asks and the data carries what they need (docs/training.md, "Physics";
+docs/physics.md)."""
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 
