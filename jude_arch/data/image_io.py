@@ -78,6 +78,27 @@ def decode_raw(data, name):
     return image[..., 0] if channels == 1 else image
 
 
+def _png_size(head):
+    """(width, height) from a PNG's IHDR in its first 24 bytes, or None when `head` does not start a PNG."""
+    if len(head) >= 24 and head.startswith(_PNG_SIGNATURE) and head[12:16] == b'IHDR':
+        return struct.unpack('>II', head[16:24])
+    return None
+
+
+def encoded_size(data, name):
+    """(width, height) of a packed frame from its first bytes: a raw frame's header or PNG's IHDR directly, other
+    formats by Pillow."""
+    size = raw_size(data) or _png_size(data)
+    if size is not None:
+        return size
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # Pillow signals an unknown or damaged header with several exception types
+        raise ImageDataError(f'{name}: not a readable image (its header is not one of an image); re-copy or '
+                             'rebuild it') from None
+
+
 def decode_frame(data, name):
     """A packed training frame: a raw frame (`decode_raw`) or an encoded image (`decode_image`)."""
     return decode_raw(data, name) if data.startswith(RAW_MAGIC) else decode_image(data, name)
@@ -143,9 +164,9 @@ def image_header(path):
         with open(path, 'rb') as f:
             head = f.read(25)
         # PNG's IHDR is read directly: Pillow reports 16-bit RGB PNGs as 8-bit 'RGB'.
-        if len(head) == 25 and head.startswith(_PNG_SIGNATURE) and head[12:16] == b'IHDR':
-            width, height = struct.unpack('>II', head[16:24])
-            return width, height, 2 if head[24] == 16 else 1
+        size = _png_size(head)
+        if size is not None and len(head) == 25:
+            return (*size, 2 if head[24] == 16 else 1)
         with Image.open(path) as image:
             return (*image.size, _BYTES_PER_SAMPLE.get(image.mode, 1))
     except Image.DecompressionBombError:  # Pillow refuses to even open a header this large

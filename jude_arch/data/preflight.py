@@ -11,16 +11,14 @@ Every error names the frame: its file, or its LMDB and key.
 """
 import contextlib
 import os
-import struct
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
-from .image_io import ImageDataError, decode_frame, image_header, raw_size
+from .image_io import ImageDataError, decode_frame, encoded_size, image_header
 
 MODES = ('decode', 'headers', 'off')
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _HEADER_BYTES = 4096  # enough for the size in a PNG's IHDR, a JPEG's SOF after small EXIF blocks, ...
 _CHUNK = 32  # frames decoded at a time per thread (bounds the memory the scan holds)
 _LABELS = {'gt': 'ground truth'}
@@ -33,25 +31,6 @@ def preflight_mode(opt):
         raise ValueError(f'datasets.{opt.get("phase", opt.get("name"))}.preflight must be one of {MODES}, got '
                          f'{mode!r}')
     return mode
-
-
-def encoded_size(data, name):
-    """(width, height) of a packed frame from its first bytes: a raw frame's header or PNG's IHDR directly, other
-    formats by Pillow."""
-    size = raw_size(data)
-    if size is not None:
-        return size
-    if data[:8] == _PNG_SIGNATURE and data[12:16] == b'IHDR' and len(data) >= 24:
-        return struct.unpack('>II', data[16:24])
-    import io
-
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Exception:  # Pillow signals an unknown or damaged header with several exception types
-        raise ImageDataError(f'{name}: not a readable image (its header is not one of an image); re-copy or '
-                             'rebuild it') from None
 
 
 @contextlib.contextmanager
