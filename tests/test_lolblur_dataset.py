@@ -313,7 +313,8 @@ def test_raw_frames_give_the_items_of_png_frames(lolblur, raw_lmdb, phase):
 def test_a_damaged_raw_frame_is_named(lolblur, raw_lmdb, tmp_path):
     """A flipped pixel byte fails the frame's CRC-32, a cut frame its size; both found by the pre-flight scan."""
     for damage, message in ((lambda v: v[:-1] + bytes([v[-1] ^ 1]), 'do not match their CRC-32'),
-                            (lambda v: v[:len(v) // 2], 'truncated or damaged')):
+                            (lambda v: v[:len(v) // 2], 'truncated or damaged'),
+                            (lambda v: v[:12], 'cut inside its 22-byte header')):
         copy = tmp_path / f'{message[:5]}.lmdb'
         shutil.copytree(raw_lmdb / 'train_lq.lmdb', copy)
         env = lmdb.open(str(copy), map_size=1 << 26)

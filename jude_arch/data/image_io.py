@@ -64,6 +64,9 @@ def raw_size(data):
 def decode_raw(data, name):
     """The pixels of a raw frame (`encode_raw`) as a read-only array over `data` (nothing is copied), checked
     against the header's size and CRC-32."""
+    if len(data) < _RAW_HEADER.size:
+        raise ImageDataError(f'{name}: a raw frame cut inside its {_RAW_HEADER.size}-byte header (truncated); rebuild '
+                             'it with datasets_prep/prepare_lolblur.py')
     _, height, width, channels, sample_bytes, crc = _RAW_HEADER.unpack_from(data)
     pixels = memoryview(data)[_RAW_HEADER.size:]
     expected = height * width * channels * sample_bytes
