@@ -122,10 +122,14 @@ def random_states():
 
 
 def set_random_states(states):
-    """Restore what `random_states` returned (the CUDA states only where there are as many GPUs)."""
+    """Restore what `random_states` returned (the CUDA states only where there are as many GPUs).
+
+    BasicSR loads a resume state onto the GPU (`map_location` to the current device), so every tensor here may
+    be a CUDA tensor: each is brought to the CPU before numpy or torch.set_rng_state reads it.
+    """
     torch.set_rng_state(states['torch'].cpu())
     numpy = states['numpy']
-    np.random.set_state(('MT19937', numpy['keys'].numpy().astype(np.uint32), numpy['pos'], numpy['has_gauss'],
+    np.random.set_state(('MT19937', numpy['keys'].cpu().numpy().astype(np.uint32), numpy['pos'], numpy['has_gauss'],
                          numpy['gauss']))
     python = states['python']
     random.setstate((python['version'], tuple(python['state'].tolist()), python['gauss']))
