@@ -248,3 +248,55 @@ def test_the_installer_needs_nothing_but_the_standard_library():
                for alias in node.names}
     modules |= {node.module.split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert modules and modules <= set(sys.stdlib_module_names)
+
+
+def test_a_manylinux_target_accepts_every_older_manylinux_wheel():
+    """pip matches --platform manylinux_2_28_x86_64 exactly: grpcio (tb-nightly's), tagged manylinux_2_17 only,
+    was fetched as source and built for minutes here before the tags were widened (PEP 600)."""
+    tags = wheelhouse.platform_tags('manylinux_2_28_x86_64')
+    assert tags[0] == 'manylinux_2_28_x86_64' and 'manylinux_2_17_x86_64' in tags and 'manylinux_2_5_x86_64' in tags
+    assert {'manylinux2014_x86_64', 'manylinux2010_x86_64', 'manylinux1_x86_64'} <= set(tags)
+    assert 'manylinux_2_29_x86_64' not in tags and not any('aarch64' in tag for tag in tags)
+    assert wheelhouse.platform_tags('manylinux2014_aarch64')[0] == 'manylinux_2_17_aarch64'
+    assert 'manylinux2010_aarch64' in wheelhouse.platform_tags('manylinux2014_aarch64')
+    assert wheelhouse.platform_tags('macosx_11_0_arm64') == ['macosx_11_0_arm64']
+
+
+def test_the_download_asks_pip_for_the_widened_tags(tmp_path, monkeypatch):
+    project = tmp_path / 'jude_basicsr-0.1.0-py3-none-any.whl'
+    with zipfile.ZipFile(project, 'w') as archive:
+        archive.writestr('jude_basicsr-0.1.0.dist-info/METADATA',
+                         'Metadata-Version: 2.1\nName: jude-basicsr\nVersion: 0.1.0\nRequires-Dist: grpcio\n')
+    downloads = []
+
+    def fake_pip(*args, cwd=None):
+        downloads.append(args)
+        dest = Path(args[args.index('--dest') + 1])
+        dest.mkdir(parents=True)
+        with zipfile.ZipFile(dest / 'grpcio-1.0-cp312-cp312-manylinux_2_17_x86_64.whl', 'w') as archive:
+            archive.writestr('grpcio-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\nName: grpcio\nVersion: 1.0\n')
+
+    monkeypatch.setattr(wheelhouse, 'build_wheel', lambda source, out: project)
+    monkeypatch.setattr(wheelhouse, '_pip', fake_pip)
+    wheels = wheelhouse.build(tmp_path / 'house', '3.12', ['manylinux_2_28_x86_64'], provided=(), log=lambda m: None)
+    platforms = [a for a, flag in zip(downloads[0][1:], downloads[0]) if flag == '--platform']
+    assert platforms == wheelhouse.platform_tags('manylinux_2_28_x86_64')
+    assert [w.name for w in wheels] == ['grpcio-1.0-cp312-cp312-manylinux_2_17_x86_64.whl', project.name]
+
+
+def test_a_rebuild_into_the_same_wheelhouse_takes_the_new_wheel(tmp_path):
+    """Rebuilding into a wheelhouse that holds the same file name (the project's version unchanged) replaces it;
+    it used to end in `max() arg is an empty sequence` (the source folder's name is not the project's)."""
+    source = tmp_path / 'checkout'
+    source.mkdir()
+    (source / 'setup.py').write_text("from setuptools import setup\nsetup(name='demo-project', version='1.0', "
+                                     "py_modules=['demo_module'])\n")
+    house = tmp_path / 'house'
+    house.mkdir()
+    for text in ('FIRST = 1\n', 'SECOND = 2\n'):
+        (source / 'demo_module.py').write_text(text)
+        wheel = wheelhouse.build_wheel(source, house)
+        assert wheel.parent == house and wheel.name.startswith('demo_project-1.0-')
+        with zipfile.ZipFile(wheel) as archive:
+            assert archive.read('demo_module.py').decode() == text
+    assert [w.name for w in house.glob('*.whl')] == [wheel.name]

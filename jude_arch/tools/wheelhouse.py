@@ -40,7 +40,7 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .offline_install import OPENCV
 
@@ -100,18 +100,46 @@ def _pip(*args, cwd=None):
 
 
 def build_wheel(source, out):
-    """A wheel of a source tree or sdist, built against this environment (no build isolation)."""
-    before = set(out.glob('*.whl'))
-    _pip('wheel', '--no-deps', '--no-build-isolation', '--quiet', '--wheel-dir', str(out), str(source))
-    built = set(out.glob('*.whl')) - before
-    if not built:  # the same file was there already
-        name = canonicalize_name(source.name if source.is_dir() else parse_sdist_filename(source.name)[0])
-        built = {w for w in out.glob('*.whl') if canonicalize_name(parse_wheel_filename(w.name)[0]) == name}
-    return max(built, key=lambda w: w.stat().st_mtime)
+    """A wheel of a source tree or sdist, built against this environment (no build isolation), put into `out`
+    (replacing a wheel of the same name: a rebuild into the same wheelhouse takes the new one)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        _pip('wheel', '--no-deps', '--no-build-isolation', '--quiet', '--wheel-dir', scratch, str(source))
+        built = sorted(Path(scratch).glob('*.whl'))
+        if len(built) != 1:
+            raise WheelhouseError(f'{source}: pip wheel left {len(built)} wheels instead of one')
+        return Path(shutil.move(str(built[0]), str(out / built[0].name)))
 
 
 def _is_pure(wheel):
     return all(tag.abi == 'none' and tag.platform == 'any' for tag in parse_wheel_filename(wheel.name)[3])
+
+
+# PEP 600: manylinux_2_N names the oldest glibc a wheel needs; the legacy aliases name glibc 2.17, 2.12, 2.5.
+_LEGACY_MANYLINUX = {'manylinux2014': (2, 17), 'manylinux2010': (2, 12), 'manylinux1': (2, 5)}
+
+
+def platform_tags(platform):
+    """Every platform tag pip must accept for a target named by `platform`, newest first.
+
+    pip's `download --platform manylinux_2_28_x86_64` matches that tag exactly (it widens only the legacy
+    manylinux2014/2010 aliases), so a package whose newest wheel is tagged manylinux_2_17 only (grpcio, a
+    dependency of tb-nightly, is one) would be fetched as source and built here. A glibc 2.N system runs every
+    manylinux_2_M wheel with M <= N (PEP 600), so the tag is widened to all of them and to the legacy aliases
+    they cover. Other tags (macosx, win, linux_x86_64) are returned as they are.
+    """
+    legacy = re.fullmatch(r'(manylinux2014|manylinux2010|manylinux1)_(\w+)', platform)
+    modern = re.fullmatch(r'manylinux_(\d+)_(\d+)_(\w+)', platform)
+    if legacy:
+        (major, minor), arch = _LEGACY_MANYLINUX[legacy.group(1)], legacy.group(2)
+    elif modern:
+        major, minor, arch = int(modern.group(1)), int(modern.group(2)), modern.group(3)
+    else:
+        return [platform]
+    if major != 2:
+        return [platform]
+    tags = [f'manylinux_2_{m}_{arch}' for m in range(minor, 4, -1)]
+    tags += [f'{alias}_{arch}' for alias, (_, m) in _LEGACY_MANYLINUX.items() if m <= minor]
+    return tags
 
 
 def build(out, python_version=None, platforms=(), provided=PROVIDED, extras=EXTRAS, log=print):
@@ -141,7 +169,7 @@ def build(out, python_version=None, platforms=(), provided=PROVIDED, extras=EXTR
     target = []
     if python_version:
         target += ['--python-version', python_version, '--implementation', 'cp']
-    for platform in platforms:
+    for platform in dict.fromkeys(tag for platform in platforms for tag in platform_tags(platform)):
         target += ['--platform', platform]
 
     project = build_wheel(ROOT, out)
