@@ -1,11 +1,13 @@
 """When the train and test entry points let cuDNN autotune convolutions (docs/gpu.md, "cuDNN autotuning").
 
 BasicSR's train and test pipelines set `torch.backends.cudnn.benchmark = True` for the whole run. With it on,
-the first convolution of each new shape times cuDNN's candidate algorithms, and PyTorch allocates one workspace
-for the trial as large as the hungriest candidate asks, bounded only by the GPU's free memory (its cuDNN v8 API
-path). On an H200 one 1120×640 fp32 forward then peaked at 130 GiB allocated, for a network that needs 1.9 GiB
-in bf16: the peak measures the trial, not JUDE, and for that moment it takes whatever memory is free, which on a
-shared GPU another job may be about to ask for. The search pays for itself where a shape repeats many times.
+the first convolution of each new shape times cuDNN's candidate algorithms and keeps the fastest, a search that
+pays for itself only where a shape repeats many times. Memory is another matter: for the first call of each
+shape PyTorch (its cuDNN v8 API path) allocates one workspace as large as the hungriest candidate plan that fits
+in the largest free block, with autotuning on or off. On an H200 one 1120×640 fp32 forward peaked at 130 GiB
+allocated during its first call either way, 1.8 GiB afterwards: the peak measures that workspace, not JUDE.
+Measured there, autotuning bought nothing (fp32 inference 0.122 s both ways; phase 1's bf16 step 0.299 s with,
+0.284 s without); phase 1 in fp32, the phase files' precision, is still to be measured (docs/gpu.md).
 
 JUDE's policy, the options' `cudnn` section (both keys optional):
 
