@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from jude_arch.losses import IlluminationChromaLoss, IlluminationSmoothnessLoss
+from jude_arch.losses import IlluminationChromaLoss, IlluminationSmoothnessLoss, IlluminationTargetLoss
 from jude_arch.losses.illumination_prior import (illumination_chroma, illumination_gradient_ratio,
-                                                 illumination_roughness)
+                                                 illumination_roughness, scene_light)
 
 
 @pytest.fixture
@@ -89,3 +89,57 @@ def test_a_latent_l_around_zero_costs_as_much_as_its_texture_not_a_division_by_i
     assert loss(centred, sharp).item() < 100 * loss(textured, sharp).item()
     assert loss(-textured, sharp).item() == pytest.approx(loss(textured, sharp).item(), rel=1e-5)
     assert illumination_gradient_ratio(centred, sharp).item() < 1000 * illumination_gradient_ratio(textured, sharp).item()
+
+
+def _srgb(linear):
+    return torch.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+
+
+def _linear(srgb):
+    return torch.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def test_the_scene_light_is_the_exposure_grey_and_smooth(photo):
+    """A photo darkened in linear light by one exposure: the light is grey, at the level of the sRGB ratio, and
+    smooth, although the per-channel sRGB ratio of the coloured photo is tinted and textured."""
+    gt = photo[..., :64, :64].float()
+    low = _srgb(0.05 * _linear(gt))
+    light = scene_light(low, gt)
+    assert light.shape == gt.shape and illumination_chroma(light).item() < 1e-9
+    per_channel = low / gt.clamp_min(1e-3)
+    assert illumination_chroma(per_channel).item() > 100 * max(illumination_chroma(light).item(), 1e-9)
+    assert illumination_gradient_ratio(light, low).item() < 0.5 * illumination_gradient_ratio(per_channel, low).item()
+    grey_ratio = low.mean() / gt.mean()
+    assert 0.5 * grey_ratio < light.mean() < 1.5 * grey_ratio
+    # A plain scalar darkening (no tone curve) is recovered exactly, everywhere.
+    assert torch.allclose(scene_light(0.3 * gt, gt), torch.full_like(gt, 0.3), atol=1e-5)
+
+
+def test_where_the_ground_truth_is_black_the_frames_own_ratio_stands_in(photo):
+    gt = photo[..., :64, :64].float().clone()
+    gt[..., :, :32] = 0  # a black half: no evidence of the light there
+    light = scene_light(0.3 * gt, gt, window=5)
+    assert torch.isfinite(light).all()
+    assert torch.allclose(light[..., :, :28], torch.full_like(light[..., :, :28], 0.3), atol=1e-5)
+    assert torch.allclose(light[..., :, 40:], torch.full_like(light[..., :, 40:], 0.3), atol=1e-5)
+
+
+def test_the_target_loss_is_zero_for_the_scene_light_and_positive_for_coloured_or_wrongly_scaled_light(photo):
+    gt = photo[..., :64, :64].float()
+    low = _srgb(0.05 * _linear(gt))
+    target = scene_light(low, gt)
+    loss = IlluminationTargetLoss(loss_weight=2.0)
+    assert loss(target, low, gt).item() == pytest.approx(0, abs=1e-7)
+    tinted = target * torch.tensor([0.6, 0.8, 1.4]).view(1, 3, 1, 1)
+    assert loss(tinted, low, gt).item() > 0.02
+    assert loss(1e-6 * target, low, gt).item() == pytest.approx(2 * target.mean().item(), rel=1e-3)  # no collapse
+    L = target.clone().requires_grad_()
+    loss(L * 1.1, low, gt).backward()
+    assert L.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('kwargs, message', [({'window': 4}, 'window must be an odd number'),
+                                             ({'floor': 0}, 'floor must be > 0')])
+def test_bad_target_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        IlluminationTargetLoss(**kwargs)

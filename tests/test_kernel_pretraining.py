@@ -21,7 +21,8 @@ ESTIMATOR_NET = {'type': 'JUDEKernelNet', 'preset': 'small', 'kernel_size': TINY
 PHYSICS_LOSSES = {'sharp_opt': {'type': 'L1Loss', 'loss_weight': 0.5},
                   'kernel_opt': {'type': 'KernelLoss', 'loss_weight': 0.1},
                   'reblur_opt': {'type': 'ReblurLoss', 'light': 'linear'},
-                  'reflectance_opt': {'type': 'L1Loss', 'loss_weight': 0.5}}
+                  'reflectance_opt': {'type': 'L1Loss', 'loss_weight': 0.5},
+                  'illumination_opt': {'type': 'IlluminationTargetLoss', 'loss_weight': 0.5}}
 
 
 @pytest.fixture(scope='module')
@@ -182,7 +183,7 @@ def test_physics_losses_train_the_kernel_estimator(data, tmp_path, losses):
         model.optimize_parameters(1)
         grads[name] = torch.stack([p.grad.norm() for p in model.net_g.kernel_estimator.parameters()]).norm()
     names = {'sharp_opt': 'l_sharp', 'kernel_opt': 'l_kernel', 'reblur_opt': 'l_reblur',
-             'reflectance_opt': 'l_reflectance'}
+             'reflectance_opt': 'l_reflectance', 'illumination_opt': 'l_illumination'}
     assert set(model.log_dict) == {'l_pix'} | {names[key] for key in losses}
     assert grads['physics'] > 100 * grads['paper']  # the paper's loss barely reaches the estimator
 
@@ -267,6 +268,20 @@ def test_reflectance_loss_compares_r_k_with_the_ground_truth(data, tmp_path):
     model.optimize_parameters(1)
     expected = 0.5 * (r_k - train['gt']).abs().mean()
     assert model.log_dict['l_reflectance'] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_illumination_target_compares_l_k_with_the_scene_light_of_low_sharp_and_the_ground_truth(data, tmp_path):
+    from jude_arch.losses.illumination_prior import scene_light
+    datasets = {'train': {**tiny_options(data, 'x')['datasets']['train'], **extras(data, 'train')}}
+    model, opt = make_model(data, tmp_path, datasets=datasets,
+                            train={'ema_decay': 0, 'illumination_opt': PHYSICS_LOSSES['illumination_opt']})
+    train = batch(opt)
+    with torch.no_grad():
+        l_k = model.net_g(train['lq'], return_intermediates=True)['L'][-1]
+    model.feed_data(train)
+    model.optimize_parameters(1)
+    expected = 0.5 * (l_k - scene_light(train['low_sharp'], train['gt'])).abs().mean()
+    assert model.log_dict['l_illumination'] == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_illumination_prior_is_computed_on_l_k_against_i_k(data, tmp_path):

@@ -9,8 +9,18 @@ These terms take that freedom away without touching the paper's loss:
   a constant L; an edge of I lets L change there (light may stop at an object's border).
 Both are invariant to L's scale (the product fixes L only up to a factor that R takes back), so neither can be
 met by shrinking L. The measures are also what docs/physics.md reports, with `illumination_gradient_ratio`.
+
+Where the data carries the dark sharp frame (`low_sharp`) and the normally exposed one (the ground truth), the
+light itself is known, and `IlluminationTargetLoss` asks L for it (`scene_light`): the ratio of the two frames'
+grey levels, averaged over a window, the same in all three channels. Measured in docs/physics.md, the scale-free
+prior alone let L_K collapse towards zero (JUDE ties L to I and R only through its soft updates), while the
+target fixes L's level too. Why grey and not the per-channel ratio low_sharp / gt: the data darkens in linear
+light by one exposure factor, but sRGB's tone curve is not a power law, so the per-channel sRGB ratio of a
+coloured pixel is tinted by the pixel's own colour (an orange pixel at exposure 0.05: 0.24, 0.19, 0.06) even
+though the light was white. The grey ratio keeps R ⊙ L's grey level equal to I's.
 """
 import torch
+import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
@@ -125,3 +135,60 @@ class IlluminationSmoothnessLoss(nn.Module):
             image (Tensor): N×3×H×W sharp image whose edges L may follow (JUDE's I_K; not differentiated).
         """
         return self.loss_weight * illumination_roughness(L, image, self.edge_weight).mean()
+
+
+def scene_light(low, gt, window=15, floor=0.02):
+    """The illumination that darkened `gt` into `low`, as a smooth grey map: the ratio of their channel means,
+    each averaged over a `window`-pixel square (replicate padding), repeated on three channels.
+
+    Where the ground truth is black the ratio says nothing about the light; there (window mean of gt's grey
+    below `floor`) the map blends into the frame's own ratio, mean(low) / mean(gt), in proportion.
+
+    Args:
+        low (Tensor): N×3×H×W dark frame (sRGB, [0, 1]), e.g. `low_sharp`.
+        gt (Tensor): N×3×H×W normally exposed frame (sRGB, [0, 1]).
+        window (int): odd side of the averaging window, in pixels.
+        floor (float): grey level below which the local ratio gives way to the frame's.
+
+    Returns:
+        Tensor: N×3×H×W, non-negative, no gradient.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f'scene_light: window must be an odd number of pixels, got {window!r}')
+    if not floor > 0:
+        raise ValueError(f'scene_light: floor must be > 0, got {floor!r}')
+    with torch.no_grad():
+        grey = [x.float().clamp_min(0).mean(1, keepdim=True) for x in (low, gt)]
+        local = [F.avg_pool2d(F.pad(g, [window // 2] * 4, mode='replicate'), window, stride=1) for g in grey]
+        frame = grey[0].mean((2, 3), keepdim=True) / grey[1].mean((2, 3), keepdim=True).clamp_min(_EPS)
+        trust = (local[1] / floor).clamp(max=1)
+        light = trust * local[0] / local[1].clamp_min(floor) + (1 - trust) * frame
+        return light.expand(-1, 3, -1, -1)
+
+
+@LOSS_REGISTRY.register()
+class IlluminationTargetLoss(nn.Module):
+    """L1 of L against `scene_light(low_sharp, gt)`: L is the light the data was darkened with, grey and smooth,
+    at its level (the colours go to R).
+
+    Args:
+        loss_weight (float): multiplies the loss. Default: 1.0.
+        window (int): `scene_light`'s averaging window, odd, in pixels. Default: 15.
+        floor (float): `scene_light`'s grey level below which the frame's own ratio is used. Default: 0.02.
+    """
+
+    def __init__(self, loss_weight=1.0, window=15, floor=0.02):
+        super().__init__()
+        scene_light(torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1), window, floor)  # bad values fail here
+        self.loss_weight = loss_weight
+        self.window = window
+        self.floor = floor
+
+    def forward(self, L, low, gt):
+        """
+        Args:
+            L (Tensor): N×3×H×W illumination (JUDE's L_K).
+            low (Tensor): N×3×H×W dark sharp frame (`low_sharp`).
+            gt (Tensor): N×3×H×W ground truth.
+        """
+        return self.loss_weight * (L.float() - scene_light(low, gt, self.window, self.floor)).abs().mean()

@@ -24,6 +24,7 @@ YAML knobs (all optional):
       kernel_opt: ~            # e.g. {type: KernelLoss, loss_weight: 0.05}: k̂ against the true kernel
       reblur_opt: ~            # e.g. {type: ReblurLoss, light: linear}: blur(low_sharp, k̂) against the blur
       reflectance_opt: ~       # e.g. {type: L1Loss, loss_weight: 0.5}: R_K against the ground truth
+      illumination_opt: ~      # e.g. {type: IlluminationTargetLoss, loss_weight: 0.5}: L_K against the scene's grey light
     val:
       precision: fp32          # autocast for validation / testing (also auto)
       tile: ~                  # {size: 512, overlap: 64}: tiled validation, seamless blending (restore/tiling.py);

@@ -13,16 +13,17 @@ from ..losses.illumination_prior import illumination_chroma, illumination_gradie
 PHYSICS_KEYS = ('low_sharp', 'low_blur', 'kernel')
 # The auxiliary losses' keys under `train:`, with the name each logs under.
 PHYSICS_LOSS_NAMES = {'sharp_opt': 'l_sharp', 'kernel_opt': 'l_kernel', 'reblur_opt': 'l_reblur',
-                      'reflectance_opt': 'l_reflectance', 'illumination_chroma_opt': 'l_illum_chroma',
-                      'illumination_smoothness_opt': 'l_illum_smooth'}
+                      'reflectance_opt': 'l_reflectance', 'illumination_opt': 'l_illumination',
+                      'illumination_chroma_opt': 'l_illum_chroma', 'illumination_smoothness_opt': 'l_illum_smooth'}
 PHYSICS_LOSSES = tuple(PHYSICS_LOSS_NAMES)
 PHYSICS_DEFAULTS = {'light': 'linear', 'max_shift': 4}
 LOWER_IS_BETTER = ('kernel_entropy', 'illumination_chroma', 'illumination_gradient_ratio')
 
 
 class PhysicsMixin:
-    """Auxiliary losses (`train.sharp_opt`, `kernel_opt`, `reblur_opt`, `reflectance_opt` and the illumination
-    prior `illumination_chroma_opt`, `illumination_smoothness_opt`) and metrics (`val.physics`)."""
+    """Auxiliary losses (`train.sharp_opt`, `kernel_opt`, `reblur_opt`, `reflectance_opt`, the illumination
+    target `illumination_opt` and prior `illumination_chroma_opt`, `illumination_smoothness_opt`) and metrics
+    (`val.physics`)."""
 
     def _init_physics_losses(self, train_opt):
         """Build the auxiliary losses given in the YAML (`PHYSICS_LOSSES`); none by default."""
@@ -64,6 +65,8 @@ class PhysicsMixin:
                                    self.physics_data.get('low_blur', self.lq)),
             # I = L ⊙ R: with R the scene's reflectance (the normal-light image), L is the illumination I / R.
             'reflectance_opt': lambda: (out['R'][-1].float(), self.gt),
+            # ... and L the light that darkened the ground truth into low_sharp, grey (IlluminationTargetLoss).
+            'illumination_opt': lambda: (illumination, self._physics_data('low_sharp', 'illumination_opt'), self.gt),
             # The Retinex prior: grey light, smooth where the sharp image I_K is flat.
             'illumination_chroma_opt': lambda: (illumination, ),
             'illumination_smoothness_opt': lambda: (illumination, sharp),
