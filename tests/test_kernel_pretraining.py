@@ -252,7 +252,8 @@ def test_options_files_chain_phase_0_into_jude(monkeypatch, tmp_path):
     for key in PHYSICS_LOSSES:
         assert demo['train'][key]['type'] == PHYSICS_LOSSES[key]['type']
         build_loss(dict(demo['train'][key]))
-    # The illumination prior is off in the demo's recipe (it cost output PSNR, docs/physics.md).
+    # The illumination target is on, the scale-free prior off (it cost output PSNR, docs/physics.md).
+    assert demo['train']['illumination_opt']['window'] == 5
     assert demo['train']['illumination_chroma_opt'] is None and demo['train']['illumination_smoothness_opt'] is None
     train = demo['datasets']['train']
     assert {'dataroot_low_sharp', 'dataroot_low_blur', 'dataroot_kernel'} <= set(train)

@@ -137,7 +137,7 @@ class IlluminationSmoothnessLoss(nn.Module):
         return self.loss_weight * illumination_roughness(L, image, self.edge_weight).mean()
 
 
-def scene_light(low, gt, window=15, floor=0.02):
+def scene_light(low, gt, window=5, floor=0.02):
     """The illumination that darkened `gt` into `low`, as a smooth grey map: the ratio of their channel means,
     each averaged over a `window`-pixel square (replicate padding), repeated on three channels.
 
@@ -173,11 +173,11 @@ class IlluminationTargetLoss(nn.Module):
 
     Args:
         loss_weight (float): multiplies the loss. Default: 1.0.
-        window (int): `scene_light`'s averaging window, odd, in pixels. Default: 15.
+        window (int): `scene_light`'s averaging window, odd, in pixels. Default: 5.
         floor (float): `scene_light`'s grey level below which the frame's own ratio is used. Default: 0.02.
     """
 
-    def __init__(self, loss_weight=1.0, window=15, floor=0.02):
+    def __init__(self, loss_weight=1.0, window=5, floor=0.02):
         super().__init__()
         scene_light(torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1), window, floor)  # bad values fail here
         self.loss_weight = loss_weight

@@ -4,9 +4,9 @@
 2. pack them into LMDBs,
 3. train the small JUDE (`jude_arch/train.py`) with a recipe:
    - `physics` (the default, docs/physics.md): its kernel estimator alone first (phase 0,
-     options/train_kernel_estimator_demo.yml), then JUDE from it with the auxiliary losses on the kernel, I_K and
-     R_K (options/train_jude_demo_physics.yml; the illumination prior is off there, docs/physics.md), so that its
-     kernel is a blur, I an image and R the colours;
+     options/train_kernel_estimator_demo.yml), then JUDE from it with the auxiliary losses on the kernel, I_K,
+     R_K and L_K (options/train_jude_demo_physics.yml, docs/physics.md), so that its kernel is a blur, I an image,
+     R the colours and L the scene's grey light;
    - `paper`: the paper's loss on the output only (options/train_jude_demo.yml);
 4. evaluate it with options/test_jude_demo.yml (`jude_arch/test.py`) on the held-out pairs,
 5. print PSNR / SSIM of the input and of JUDE's output against the ground truth, the kernel's re-blur PSNR,
