@@ -85,19 +85,3 @@ def pair_frames(lq_folder, gt_folder):
         pairs.append((key, lq_folder / name, gt_folder / name))
     return sorted(pairs)
 
-
-def check_pair_sizes(lq_paths, gt_paths, headers):
-    """Check that every LQ frame has its GT's size, from headers read beforehand (`image_io.image_header`).
-
-    Args:
-        lq_paths (Sequence[Path]): LQ frames.
-        gt_paths (Sequence[Path]): their GT frames, in the same order.
-        headers (Sequence[tuple]): the headers of lq_paths followed by those of gt_paths.
-
-    Raises:
-        ImageDataError: naming the first LQ frame whose size differs from its GT's.
-    """
-    for lq_path, gt_path, lq_header, gt_header in zip(lq_paths, gt_paths, headers, headers[len(lq_paths):]):
-        if lq_header[:2] != gt_header[:2]:
-            raise ImageDataError(f'{lq_path}: size {lq_header[0]}×{lq_header[1]} differs from its ground truth '
-                                 f'{gt_path} ({gt_header[0]}×{gt_header[1]})')

@@ -24,8 +24,9 @@ from basicsr.utils.lmdb_util import LmdbMaker
 from tqdm import tqdm
 
 from .image_io import ImageDataError, encode_raw, image_header, read_image
-from .lolblur_layout import GT_FOLDER, LQ_FOLDERS, SPLITS, check_pair_sizes, pair_frames
+from .lolblur_layout import GT_FOLDER, LQ_FOLDERS, SPLITS, pair_frames
 from .parallel import worker_map
+from .preflight import check_pair_sizes
 from .staging import refuse_existing, staged_outputs
 
 COMPRESS_LEVEL = 1  # PNG compression inside the LMDB: BasicSR's default, fast to decode while training
@@ -98,7 +99,10 @@ def _check_split(root, split, lq, imap):
                                  'without dots or spaces)')
     headers = list(
         tqdm(imap(image_header, lq_paths + gt_paths, 64), total=2 * len(pairs), desc=f'check {split}', unit='img'))
-    check_pair_sizes(lq_paths, gt_paths, headers)
+    names = {key: {'lq': lq_path, 'gt': gt_path} for key, lq_path, gt_path in pairs}
+    sizes = [(key, client, header[:2]) for key, lq_header, gt_header in zip(keys, headers, headers[len(pairs):])
+             for client, header in (('lq', lq_header), ('gt', gt_header))]
+    check_pair_sizes(sizes, lambda key, client: names[key][client])
     map_size = 0
     for lq_header, gt_header in zip(headers, headers[len(pairs):]):
         map_size += _lmdb_bytes(*lq_header[:2], max(lq_header[2], gt_header[2]))

@@ -124,18 +124,33 @@ def _decoded_size(data, name):
     return image.shape[1], image.shape[0]
 
 
+def check_pair_sizes(sizes, name_of):
+    """Check that every client of a key has the size of its first client (LQ), from sizes [(key, client, (width,
+    height))] (each key's LQ first); name_of(key, client) names a frame in the error (its file, or LMDB and key).
+
+    Raises:
+        ImageDataError: naming the first frame whose size differs from its LQ's, and that LQ frame.
+    """
+    first = {}
+    for key, client, size in sizes:
+        if key not in first:
+            first[key] = (client, size)
+        elif size != first[key][1]:
+            lq_client, lq_size = first[key]
+            raise ImageDataError(f'{name_of(key, lq_client)}: size {lq_size[0]}×{lq_size[1]} differs from its '
+                                 f'{_LABELS.get(client, client)} {name_of(key, client)} ({size[0]}×{size[1]})')
+
+
 def _check_pairs(frames, size_of, name_of, decode):
     """Run size_of(key, client, payload) over frames [(key, client, payload)] (in threads when decoding: OpenCV
-    and zlib release the GIL) and check that every client of a key has the size of its first client (LQ)."""
+    and zlib release the GIL) and `check_pair_sizes` on the sizes as they come."""
     frames = iter(frames)
     workers = min(8, os.cpu_count() or 1) if decode else 1
-    first = {}
-    with ThreadPoolExecutor(workers) as pool:
-        while chunk := list(islice(frames, _CHUNK * workers)):
-            for (key, client, _), size in zip(chunk, pool.map(lambda frame: tuple(size_of(*frame)), chunk)):
-                if key not in first:
-                    first[key] = (client, size)
-                elif size != first[key][1]:
-                    lq_client, lq_size = first[key]
-                    raise ImageDataError(f'{name_of(key, lq_client)}: size {lq_size[0]}×{lq_size[1]} differs from its '
-                                         f'{_LABELS.get(client, client)} {name_of(key, client)} ({size[0]}×{size[1]})')
+
+    def sizes():
+        with ThreadPoolExecutor(workers) as pool:
+            while chunk := list(islice(frames, _CHUNK * workers)):
+                for (key, client, _), size in zip(chunk, pool.map(lambda frame: tuple(size_of(*frame)), chunk)):
+                    yield key, client, size
+
+    check_pair_sizes(sizes(), name_of)
