@@ -137,6 +137,13 @@ class IlluminationSmoothnessLoss(nn.Module):
         return self.loss_weight * illumination_roughness(L, image, self.edge_weight).mean()
 
 
+def _check_light_settings(window, floor):
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f'scene_light: window must be an odd number of pixels, got {window!r}')
+    if not floor > 0:
+        raise ValueError(f'scene_light: floor must be > 0, got {floor!r}')
+
+
 def scene_light(low, gt, window=5, floor=0.02):
     """The illumination that darkened `gt` into `low`, as a smooth grey map: the ratio of their channel means,
     each averaged over a `window`-pixel square (replicate padding), repeated on three channels.
@@ -153,10 +160,7 @@ def scene_light(low, gt, window=5, floor=0.02):
     Returns:
         Tensor: N×3×H×W, non-negative, no gradient.
     """
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f'scene_light: window must be an odd number of pixels, got {window!r}')
-    if not floor > 0:
-        raise ValueError(f'scene_light: floor must be > 0, got {floor!r}')
+    _check_light_settings(window, floor)
     with torch.no_grad():
         grey = [x.float().clamp_min(0).mean(1, keepdim=True) for x in (low, gt)]
         local = [F.avg_pool2d(F.pad(g, [window // 2] * 4, mode='replicate'), window, stride=1) for g in grey]
@@ -179,7 +183,7 @@ class IlluminationTargetLoss(nn.Module):
 
     def __init__(self, loss_weight=1.0, window=5, floor=0.02):
         super().__init__()
-        scene_light(torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1), window, floor)  # bad values fail here
+        _check_light_settings(window, floor)
         self.loss_weight = loss_weight
         self.window = window
         self.floor = floor
